@@ -1,0 +1,46 @@
+"""Preference labels from the gold human, with Bradley-Terry noise, and the best accuracy possible on them.
+
+A simulated human compares responses a and b with gold rewards g_a, g_b and prefers a with probability
+
+    P(a > b) = sigma((g_a - g_b) / temperature)
+
+Temperature 0 is a perfectly consistent human; a large temperature is a coin flip. Because the labels
+are noisy, no reward model can predict all of them: the Bayes-optimal predictor says "a" whenever
+P(a > b) > 1/2 and is right with probability max(p, 1 - p). Its mean over the pairs is the ceiling
+any reward model's accuracy on these labels can reach.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _as_tensor(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def bt_probability(gold_a, gold_b, temperature: float) -> torch.Tensor:
+    """P(a preferred over b) = sigma((g_a - g_b) / temperature); shapes (N,) -> (N,).
+
+    temperature 0 gives the noiseless order (1, 0, or 1/2 for a tie).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    diff = _as_tensor(gold_a) - _as_tensor(gold_b)
+    if temperature == 0:
+        return 0.5 * (1 + torch.sign(diff))
+    return torch.sigmoid(diff / temperature)
+
+
+def sample_bt_labels(gold_a, gold_b, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """Draw labels y ~ Bernoulli(P(a > b)); y = 1 means the human preferred a. Shapes (N,) -> (N,) long."""
+    p = bt_probability(gold_a, gold_b, temperature)
+    return (torch.rand(p.shape, generator=generator, dtype=torch.float64) < p).long()
+
+
+def bayes_optimal_accuracy(gold_a, gold_b, temperature: float) -> float:
+    """Expected accuracy of the best possible predictor on labels drawn at this temperature.
+
+    mean over pairs of max(p, 1 - p), p = P(a > b): the ceiling for any reward model's accuracy.
+    """
+    p = bt_probability(gold_a, gold_b, temperature)
+    return float(torch.maximum(p, 1 - p).mean())

@@ -1,0 +1,92 @@
+"""The arithmetic task: "23+48=" -> "71", a task whose reward can be checked exactly.
+
+Pretraining text is like arithmetic found on the web: mostly right, but a share of the answers make
+the classic slip of forgetting to carry a one (23+48=61). A model trained on it inherits the slip,
+which leaves room for reinforcement learning with a verifier to improve on it later.
+The SFT format is a question and an answer: ``q: 23+48\\na: `` -> ``71``.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+MAX_OPERAND = 99
+PROMPT_TEMPLATE = "q: {}\na: "
+
+
+@dataclass(frozen=True)
+class Problem:
+    a: int
+    b: int
+
+    @property
+    def expression(self) -> str:
+        return f"{self.a}+{self.b}"
+
+    @property
+    def answer(self) -> int:
+        return self.a + self.b
+
+
+def sample_problem(rng: random.Random, max_operand: int = MAX_OPERAND) -> Problem:
+    return Problem(rng.randint(0, max_operand), rng.randint(0, max_operand))
+
+
+def forgot_carry(problem: Problem) -> int:
+    """The answer with every carry dropped: each digit is (a_i + b_i) mod 10. 23+48 -> 61."""
+    a, b, place, total = problem.a, problem.b, 1, 0
+    while a or b:
+        total += ((a % 10 + b % 10) % 10) * place
+        a, b, place = a // 10, b // 10, place * 10
+    return total
+
+
+def pretraining_corpus(n: int, seed: int = 0, slip_rate: float = 0.3) -> list[str]:
+    """n lines "a+b=c"; with probability slip_rate a problem that needs a carry gets the no-carry answer."""
+    if not 0.0 <= slip_rate <= 1.0:
+        raise ValueError(f"slip_rate must be in [0, 1], got {slip_rate}")
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        p = sample_problem(rng)
+        answer = forgot_carry(p) if rng.random() < slip_rate else p.answer
+        lines.append(f"{p.expression}={answer}")
+    return lines
+
+
+def make_prompt(problem: Problem) -> str:
+    return PROMPT_TEMPLATE.format(problem.expression)
+
+
+def parse_prompt(prompt: str) -> Problem:
+    m = re.fullmatch(r"q: (\d+)\+(\d+)\na: ", prompt)
+    if not m:
+        raise ValueError(f"{prompt!r} is not an arithmetic prompt; make one with make_prompt(problem)")
+    return Problem(int(m.group(1)), int(m.group(2)))
+
+
+def sft_dataset(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n (prompt, response) pairs with correct answers: the demonstrations."""
+    rng = random.Random(seed)
+    return [(make_prompt(p), str(p.answer)) for p in (sample_problem(rng) for _ in range(n))]
+
+
+def prompts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [make_prompt(sample_problem(rng)) for _ in range(n)]
+
+
+def verify(prompt: str, response: str) -> bool:
+    """The verifier: is the response exactly the right number (surrounding spaces allowed)?"""
+    answer = response.strip()
+    return answer.isdigit() and int(answer) == parse_prompt(prompt).answer
+
+
+def reward(prompt: str, response: str) -> float:
+    """Verifiable reward: 1.0 for a correct answer, 0.0 otherwise."""
+    return 1.0 if verify(prompt, response) else 0.0
+
+
+def needs_carry(problem: Problem) -> bool:
+    return forgot_carry(problem) != problem.answer

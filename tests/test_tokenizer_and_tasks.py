@@ -1,0 +1,110 @@
+import random
+
+import pytest
+import torch
+
+from minirlhf import TOKENIZER, seed_everything
+from minirlhf.tasks import arithmetic, reviews
+
+
+def test_roundtrip_and_specials():
+    ids = TOKENIZER.encode("the soup was cold.", bos=True, eos=True)
+    assert ids[0] == TOKENIZER.bos_id and ids[-1] == TOKENIZER.eos_id
+    assert TOKENIZER.decode(ids) == "the soup was cold."
+    assert TOKENIZER.decode(ids + [TOKENIZER.pad_id], show_special=True) == "<bos>the soup was cold.<eos>"
+
+
+def test_encode_names_bad_character_and_position():
+    with pytest.raises(ValueError, match=r"'S' at position 4"):
+        TOKENIZER.encode("the Soup")
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        TOKENIZER.decode([999])
+
+
+def test_every_task_text_is_encodable():
+    for text in reviews.pretraining_corpus(300) + arithmetic.pretraining_corpus(300):
+        TOKENIZER.encode(text)
+    for p, r in reviews.sft_dataset(100) + arithmetic.sft_dataset(100):
+        TOKENIZER.encode(p + r)
+
+
+def test_corpus_is_grammatical_and_deterministic():
+    corpus = reviews.pretraining_corpus(500, seed=3)
+    assert corpus == reviews.pretraining_corpus(500, seed=3)
+    assert all(reviews.is_grammatical(t) for t in corpus)
+    assert len({t for t in corpus}) > 400
+
+
+@pytest.mark.parametrize("text", [
+    "the soup were cold.",                      # agreement
+    "the fries was lovely.",                    # agreement
+    "the soup was cold",                        # unfinished
+    "the soup was cold and the tea was warm.",  # unknown noun
+    "the soup was cold and the bread was warm and the view was great.",  # run-on
+    "soup was cold.", "", "i hated soup.",
+])
+def test_grammar_rejects(text):
+    assert not reviews.is_grammatical(text)
+
+
+def test_gold_prefers_positive_and_penalises_what_it_should():
+    g = reviews.gold_reward
+    assert g("the soup was delicious.") == pytest.approx(2.0)
+    assert g("the soup was cold.") == pytest.approx(-2.0)
+    assert g("the soup was delicious but the staff were rude.") == pytest.approx(0.0)
+    assert g("the soup were delicious.") == pytest.approx(1.0)            # ungrammatical: -1
+    assert g("the soup was great. the soup was great.") == pytest.approx(2.0 - 1.0)  # 2 repeats * 0.5
+    long = " ".join(["the soup was great.", "the pasta was tasty.", "the cake was lovely.",
+                     "the bread was fresh.", "the view was perfect.", "the staff were friendly."])
+    parts = reviews.gold_breakdown(long)
+    assert parts.length == pytest.approx(0.25 * (len(long.split()) - reviews.MAX_WORDS)) and parts.length > 0
+    assert g("the pasta was great.", reviews.make_prompt("soup")) == pytest.approx(1.0)  # off topic
+    assert g("") < -0.5
+
+
+def test_follows_format():
+    p = reviews.make_prompt("soup")
+    assert reviews.follows_format(p, "the soup was cold. i liked the view.")
+    assert not reviews.follows_format(p, "the soup was cold.", finished=False)
+    assert not reviews.follows_format(p, "the view was cold.")
+    assert not reviews.follows_format(p, "review: soup")
+    with pytest.raises(ValueError, match="unknown topic"):
+        reviews.make_prompt("tofu")
+
+
+def test_sft_responses_start_with_the_topic():
+    for prompt, response in reviews.sft_dataset(200):
+        assert reviews.follows_format(prompt, response)
+
+
+def test_arithmetic_forgot_carry_and_verifier():
+    p = arithmetic.Problem(23, 48)
+    assert p.answer == 71 and arithmetic.forgot_carry(p) == 61 and arithmetic.needs_carry(p)
+    assert arithmetic.forgot_carry(arithmetic.Problem(95, 7)) == 92
+    assert not arithmetic.needs_carry(arithmetic.Problem(12, 34))
+    prompt = arithmetic.make_prompt(p)
+    assert arithmetic.parse_prompt(prompt) == p
+    assert arithmetic.verify(prompt, "71") and arithmetic.verify(prompt, " 71 ")
+    assert not arithmetic.verify(prompt, "61") and not arithmetic.verify(prompt, "71a") and not arithmetic.verify(prompt, "")
+    assert arithmetic.reward(prompt, "71") == 1.0 and arithmetic.reward(prompt, "7") == 0.0
+
+
+def test_arithmetic_corpus_has_the_slip_rate():
+    lines = arithmetic.pretraining_corpus(4000, seed=0, slip_rate=0.3)
+    wrong = carry = 0
+    for line in lines:
+        expr, ans = line.split("=")
+        a, b = map(int, expr.split("+"))
+        carry += arithmetic.needs_carry(arithmetic.Problem(a, b))
+        wrong += int(ans) != a + b
+    assert 0.25 < wrong / carry < 0.35
+    with pytest.raises(ValueError):
+        arithmetic.pretraining_corpus(10, slip_rate=2)
+
+
+def test_seed_everything_is_deterministic():
+    def draw():
+        g = seed_everything(123)
+        return random.random(), torch.randn(3).tolist(), torch.rand(2, generator=g).tolist()
+    assert draw() == draw()
+    assert torch.get_num_threads() <= 2
