@@ -51,3 +51,23 @@ def reinforce_loss(logprobs: torch.Tensor, returns: torch.Tensor, baseline: torc
     """
     advantage = (returns - baseline).detach()
     return -(logprobs * advantage).mean()
+
+
+def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                  clip_eps: float = 0.2) -> torch.Tensor:
+    """PPO's clipped surrogate loss (Schulman et al. 2017), to minimise.
+
+        r_i = pi_new(a_i) / pi_old(a_i) = exp(logprobs_i - old_logprobs_i)
+        L   = -mean_i [ min( r_i * A_i, clip(r_i, 1 - eps, 1 + eps) * A_i ) ]
+
+    logprobs (N,) or (B, T): log pi_new of the sampled actions, with gradient. old_logprobs and
+    advantages, same shape: from the policy that sampled the batch, treated as constants (detached).
+    The min makes the objective pessimistic: once r_i has moved past 1 + eps (A_i > 0) or below
+    1 - eps (A_i < 0), that sample's gradient is zero, so reusing a batch cannot push the policy far
+    from pi_old. Returns the scalar loss only; at r = 1 its gradient equals REINFORCE's.
+    """
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    advantages = advantages.detach()
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    return -torch.min(unclipped, clipped).mean()

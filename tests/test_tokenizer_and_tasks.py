@@ -108,3 +108,8 @@ def test_seed_everything_is_deterministic():
         return random.random(), torch.randn(3).tolist(), torch.rand(2, generator=g).tolist()
     assert draw() == draw()
     assert torch.get_num_threads() <= 2
+
+
+def test_grammar_samples_never_repeat_a_word():
+    for text in reviews.pretraining_corpus(500, seed=1):
+        assert reviews.gold_breakdown(text).repetition == 0, text

@@ -34,22 +34,28 @@ PROMPT_TEMPLATE = "review: {}\n"
 
 
 # ---------------------------------------------------------------- generating text
-def _clause(rng: random.Random, noun: str, positive_rate: float) -> str:
+def _pick(rng: random.Random, options, used: set) -> str:
+    """A random option not used yet in this review (reviews from the grammar never repeat a word)."""
+    choice = rng.choice([o for o in options if o not in used])
+    used.add(choice)
+    return choice
+
+
+def _clause(rng: random.Random, noun: str, positive_rate: float, used: set) -> str:
     be = "were" if noun in PLURAL else "was"
-    adjective = rng.choice(POSITIVE if rng.random() < positive_rate else NEGATIVE)
+    adjective = _pick(rng, POSITIVE if rng.random() < positive_rate else NEGATIVE, used)
     intensifier = rng.choice(INTENSIFIERS) + " " if rng.random() < 0.25 else ""
     return f"the {noun} {be} {intensifier}{adjective}"
 
 
-def _sentence(rng: random.Random, noun: str, positive_rate: float) -> str:
+def _sentence(rng: random.Random, noun: str, positive_rate: float, used: set) -> str:
     if rng.random() < 0.2:
         verb = rng.choice(("loved", "liked") if rng.random() < positive_rate else ("hated",))
         return f"i {verb} the {noun}."
-    first = _clause(rng, noun, positive_rate)
+    first = _clause(rng, noun, positive_rate, used)
     if rng.random() < 0.5:
         return first + "."
-    other = rng.choice([n for n in NOUNS if n != noun])
-    return f"{first} {rng.choice(CONJUNCTIONS)} {_clause(rng, other, positive_rate)}."
+    return f"{first} {rng.choice(CONJUNCTIONS)} {_clause(rng, _pick(rng, NOUNS, used), positive_rate, used)}."
 
 
 def sample_review(rng: random.Random, topic: str | None = None, positive_rate: float = 0.5,
@@ -57,15 +63,16 @@ def sample_review(rng: random.Random, topic: str | None = None, positive_rate: f
     """One grammatical review of 1..max_sentences sentences; the first is about `topic` if given.
 
     `positive_rate` is the chance that each adjective/verb is positive (0.5: mixed sentiment).
-    Nouns are not repeated within a review, so the corpus itself is never repetitive.
+    No noun or adjective is used twice in a review: the data never shows the gold human's
+    repetition penalty, so a reward model trained on it cannot learn that penalty.
     """
     if topic is not None and topic not in NOUNS:
         raise ValueError(f"unknown topic {topic!r}; choose one of {', '.join(NOUNS)}")
     n_sentences = rng.randint(1, max_sentences)
+    used = {topic} if topic else set()
     nouns = [topic] if topic else []
-    nouns += rng.sample([n for n in NOUNS if n not in nouns], n_sentences - len(nouns))
-    sentences = [_sentence(rng, noun, positive_rate) for noun in nouns]
-    return " ".join(sentences)
+    nouns += [_pick(rng, NOUNS, used) for _ in range(n_sentences - len(nouns))]
+    return " ".join(_sentence(rng, noun, positive_rate, used) for noun in nouns)
 
 
 def pretraining_corpus(n: int, seed: int = 0) -> list[str]:

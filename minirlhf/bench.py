@@ -1,0 +1,196 @@
+"""How fast is minirlhf on this machine, and how close is it to the machine's limit?
+
+    python -m minirlhf.bench               # everything, ~1-2 minutes
+    python -m minirlhf.bench --quick       # smaller and fewer repeats, ~15 s (the smoke test)
+    python -m minirlhf.bench --only train  # one section (see --help for the names)
+
+Every number comes from this run on this machine: a section warms up, then reports the median of a
+few timed repeats (time.perf_counter). Sections live in BENCHMARKS; add one by writing a function
+`(BenchOptions, results dict) -> list of rows` and registering it there.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .generation import generate
+from .model import GPT, GPTConfig, num_params, training_flops_per_token
+from .tokenizer import BOS_ID, TOKENIZER
+from .utils import DEFAULT_THREADS, seed_everything
+
+Row = tuple[str, str, str]  # (what was measured, the result, a note)
+
+TRAIN_GOAL = 0.60  # of the dense matmul GFLOP/s
+CACHE_GOALS = {1: 2.0, 64: 8.0}  # batch size -> speedup of the KV cache over full recompute
+
+
+@dataclass
+class BenchOptions:
+    quick: bool = False
+    seconds: float = 2.0  # minimum timed seconds per measurement (repeats continue until both are met)
+    repeats: int = 5
+    threads: int = DEFAULT_THREADS
+    compile: bool = False
+
+
+def measure(fn: Callable[[], object], opts: BenchOptions, warmup: int = 2) -> float:
+    """Median seconds per call of fn, after `warmup` untimed calls (first calls pay for allocation
+    and caches). Timed calls continue until both opts.repeats calls and opts.seconds have passed."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + opts.seconds
+    while len(times) < opts.repeats or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_matmul(opts: BenchOptions, results: dict) -> list[Row]:
+    """Dense float32 matmul, n x n by n x n: 2 n^3 FLOPs. The practical peak every other number is
+    compared with."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    seconds = measure(lambda: a @ b, opts)
+    results["matmul_gflops"] = 2 * n**3 / seconds / 1e9
+    return [(f"dense fp32 matmul {n}x{n}", f"{results['matmul_gflops']:.1f} GFLOP/s", "the limit")]
+
+
+def train_setup(config: GPTConfig, batch_size: int, seed: int = 0, compile: bool = False):
+    """A GPT, its AdamW and one training step: forward, cross-entropy, backward, optimizer step."""
+    seed_everything(seed, threads=None)
+    model = GPT(config)
+    # fused=True updates all parameters in one kernel instead of a dozen ops per tensor.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
+    forward = torch.compile(model) if compile else model
+    data = torch.randint(3, config.vocab_size, (batch_size, config.context_length + 1))
+    inputs, targets = data[:, :-1], data[:, 1:]
+
+    def step():
+        logits = forward(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return model, step
+
+
+def bench_train(opts: BenchOptions, results: dict) -> list[Row]:
+    """Training throughput of the course's tiny GPT: tokens/s and achieved GFLOP/s (6N + 12 L d T per
+    token, see training_flops_per_token) against the dense matmul limit."""
+    config = GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=64, d_model=128, n_layers=4, n_heads=4)
+    batch_size = 32
+    tokens = batch_size * config.context_length
+    flops = training_flops_per_token(config) * tokens
+    variants = [("eager", False)] + ([("torch.compile", True)] if opts.compile else [])
+    rows = []
+    for name, compile in variants:
+        model, step = train_setup(config, batch_size, compile=compile)
+        seconds = measure(step, opts, warmup=5 if compile else 2)
+        gflops = flops / seconds / 1e9
+        label = f"train GPT {num_params(model) / 1e6:.2f}M params, B={batch_size} T={config.context_length}, {name}"
+        rows.append((label, f"{tokens / seconds:,.0f} tokens/s", f"{seconds * 1e3:.1f} ms/step"))
+        rows.append(("  achieved", f"{gflops:.1f} GFLOP/s", _vs_peak(gflops, results)))
+    return rows
+
+
+def _vs_peak(gflops: float, results: dict) -> str:
+    peak = results.get("matmul_gflops")
+    if peak is None:
+        return "run the matmul section too for the ratio"
+    ratio = gflops / peak
+    return f"{ratio:.0%} of matmul (goal >= {TRAIN_GOAL:.0%}: {'met' if ratio >= TRAIN_GOAL else 'MISSED'})"
+
+
+def bench_generate(opts: BenchOptions, results: dict) -> list[Row]:
+    """Greedy decoding with and without the KV cache from a random (untrained) GPT, at batch 1 and
+    64. eos_id=None so no row stops early: every run generates exactly new_tokens per row."""
+    seed_everything(0, threads=None)
+    config = GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=128)
+    model = GPT(config)
+    prompt_len, new_tokens = 32, (16 if opts.quick else 64)
+    rows = []
+    for batch_size, goal in CACHE_GOALS.items():
+        prompts = torch.randint(3, config.vocab_size, (batch_size, prompt_len - 1)).tolist()
+        prompts = [[BOS_ID] + p for p in prompts]
+        outputs, seconds = {}, {}
+        for use_cache in (True, False):
+            def run():
+                outputs[use_cache] = generate(model, prompts, new_tokens, greedy=True, use_cache=use_cache, eos_id=None)
+            seconds[use_cache] = measure(run, opts, warmup=1)
+        speedup = seconds[False] / seconds[True]
+        same = torch.equal(outputs[True].tokens, outputs[False].tokens)
+        rate = {c: batch_size * new_tokens / s for c, s in seconds.items()}
+        where = f"generate B={batch_size}, prompt {prompt_len}, {new_tokens} new"
+        rows += [
+            (f"{where}, KV cache", f"{rate[True]:,.0f} tokens/s", ""),
+            (f"{where}, full recompute", f"{rate[False]:,.0f} tokens/s", ""),
+            ("  KV cache speedup", f"{speedup:.1f}x", f"goal >= {goal:g}x: {'met' if speedup >= goal else 'MISSED'}"),
+            ("  greedy outputs match", "yes" if same else "NO", "KV cache vs full recompute"),
+        ]
+    return rows
+
+
+BENCHMARKS: dict[str, Callable[[BenchOptions, dict], list[Row]]] = {
+    "matmul": bench_matmul,
+    "train": bench_train,
+    "generate": bench_generate,
+}
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks instead of returning them to the OS.
+
+    By default glibc hands large freed blocks (here: activations of a few MB) back to the OS, so every
+    training step page-faults them back in, zero-filled: ~10 ms of a ~100 ms step on this model.
+    Intel's PyTorch CPU tuning guide fixes the same problem with jemalloc/tcmalloc. Returns False
+    where there is no glibc (macOS, Windows): nothing to do there.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+def format_table(rows: list[Row]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c}".rstrip() for a, b, c in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller problems, fewer repeats (~15 s)")
+    parser.add_argument("--seconds", type=float, help="minimum timed seconds per measurement")
+    parser.add_argument("--only", choices=list(BENCHMARKS), action="append", help="run only this section (repeatable)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads (default %(default)s)")
+    parser.add_argument("--compile", action="store_true", help="also time training under torch.compile (slow to start)")
+    parser.add_argument("--default-malloc", action="store_true", help="skip keep_freed_memory() (to see its effect)")
+    args = parser.parse_args(argv)
+    opts = BenchOptions(quick=args.quick, threads=args.threads, compile=args.compile,
+                        repeats=3 if args.quick else 5, seconds=0.3 if args.quick else 2.0)
+    if args.seconds is not None:
+        opts.seconds = args.seconds
+    seed_everything(0, threads=opts.threads)
+    malloc = "default" if args.default_malloc else ("keeps freed memory" if keep_freed_memory() else "default")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, malloc {malloc}, "
+          f"median of >= {opts.repeats} runs and >= {opts.seconds:g} s per line", flush=True)
+    results: dict = {}
+    for name in args.only or BENCHMARKS:
+        rows = BENCHMARKS[name](opts, results)
+        print(f"\n[{name}]\n{format_table(rows)}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Plain training loops for pretraining and SFT. Each returns its history of metrics."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .data import encode_pairs, pack_corpus, random_windows
+from .losses import next_token_loss, sft_loss_mask
+from .tokenizer import TOKENIZER
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or embeddings' 1-d params)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def cosine_lr(step: int, steps: int, lr: float, warmup: int, final_fraction: float = 0.1) -> float:
+    """Linear warm-up for `warmup` steps, then cosine decay from lr to final_fraction * lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]], *,
+             steps: int, lr: float, warmup: int = 50, weight_decay: float = 0.1, grad_clip: float = 1.0,
+             eval_fn: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 0,
+             progress: str | None = None) -> dict:
+    """The loop shared by pretraining and SFT: next-token loss on batches from `next_batch(step)`.
+
+    next_batch returns (tokens (B, T), loss_mask (B, T) or None). eval_fn(model) -> dict of numbers is
+    called every eval_every steps and at the end. progress: a description to show a progress bar.
+    Returns {"loss": [per step], "lr": [per step], "eval": [(step, dict), ...]}.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    optimizer = make_optimizer(model, lr, weight_decay)
+    history: dict = {"loss": [], "lr": [], "eval": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc=progress)
+    model.train()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
+        tokens, loss_mask = next_batch(step)
+        loss = next_token_loss(model(tokens), tokens, loss_mask)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}: lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        history["loss"].append(loss.item())
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        if bar is not None:
+            bar.update(1)
+        if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            model.eval()
+            history["eval"].append((step + 1, eval_fn(model)))
+            model.train()
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return history
+
+
+def pretrain(model: torch.nn.Module, texts: list[str], *, steps: int, batch_size: int = 32, lr: float = 3e-3,
+             seed: int = 0, **kwargs) -> dict:
+    """Next-token prediction on random windows of the packed corpus (every token counts)."""
+    stream = pack_corpus(texts, TOKENIZER)
+    generator = torch.Generator().manual_seed(seed)
+    length = model.config.context_length
+    return train_lm(model, lambda step: (random_windows(stream, batch_size, length, generator), None),
+                    steps=steps, lr=lr, **kwargs)
+
+
+def sft(model: torch.nn.Module, pairs: list[tuple[str, str]], *, steps: int, batch_size: int = 32,
+        lr: float = 1e-3, seed: int = 0, **kwargs) -> dict:
+    """Supervised fine-tuning on (prompt, response) pairs; only response tokens (and EOS) are learned."""
+    tokens, prompt_lengths = encode_pairs(pairs, TOKENIZER)
+    if tokens.size(1) > model.config.context_length:
+        raise ValueError(f"an SFT example has {tokens.size(1)} tokens but the model's context is "
+                         f"{model.config.context_length}: drop long examples or use a bigger context")
+    generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(step):
+        idx = torch.randint(0, tokens.size(0), (batch_size,), generator=generator)
+        batch, lengths = tokens[idx], prompt_lengths[idx]
+        width = int((batch != TOKENIZER.pad_id).sum(1).max())   # drop all-pad columns
+        batch = batch[:, :width]
+        return batch, sft_loss_mask(batch, lengths, TOKENIZER.pad_id)
+
+    return train_lm(model, next_batch, steps=steps, lr=lr, **kwargs)

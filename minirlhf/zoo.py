@@ -1,0 +1,275 @@
+"""The checkpoint zoo: small models made by the package's own recipes, shipped in data/zoo.
+
+A later notebook can start from, say, the SFT model without re-training it. Every checkpoint is
+- written atomically (a temporary file, fsync, then a rename: a crash never leaves half a file),
+- listed in data/zoo/MANIFEST.json with its sha256 and the recipe that made it,
+- verified on load (sha256, format, config) and loaded with torch.load(weights_only=True).
+
+Rebuild from the command line (deterministic on the same machine and thread count):
+
+    python -m minirlhf.zoo list
+    python -m minirlhf.zoo build [NAME ...]      # rebuild and overwrite (all by default)
+    python -m minirlhf.zoo build --check [NAME ...]  # rebuild in a temp dir, compare with the shipped files
+    python -m minirlhf.zoo verify                # check every shipped file against the manifest
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .model import GPT, GPTConfig
+from .tasks import arithmetic, reviews
+from .tokenizer import TOKENIZER
+from .train import pretrain, sft
+from .utils import DATA_DIR, seed_everything
+
+ZOO_DIR = DATA_DIR / "zoo"
+MANIFEST = "MANIFEST.json"
+FORMAT = "minirlhf-checkpoint/1"
+MODEL_KINDS: dict[str, Callable[[GPTConfig], torch.nn.Module]] = {"gpt": GPT}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not match what was asked for."""
+
+
+# ---------------------------------------------------------------- files
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write data to path so that readers see the old file or the whole new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, *, name: str, kind: str = "gpt", meta: dict | None = None) -> str:
+    """Save model weights + config atomically; returns the file's sha256."""
+    payload = {"format": FORMAT, "name": name, "kind": kind, "config": model.config.to_dict(),
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+               "meta": meta or {}}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return sha256_file(Path(path))
+
+
+def load_checkpoint(path: Path, expected_sha256: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Load (model in eval mode, meta) from a file written by save_checkpoint, verifying it first."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}. Build it with: python -m minirlhf.zoo build {path.stem}")
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise CheckpointError(
+            f"{path} does not match its sha256 in the manifest: the file is corrupt or was changed by hand. "
+            f"Restore it with `git checkout -- {path.name}` (from data/zoo) or rebuild it with "
+            f"`python -m minirlhf.zoo build {path.stem}`.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e.__class__.__name__}: {e}). "
+                              f"Rebuild it with `python -m minirlhf.zoo build {path.stem}`.") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a minirlhf checkpoint of format {FORMAT!r}.")
+    kind = payload.get("kind")
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"{path} holds a model of kind {kind!r}; this version knows {sorted(MODEL_KINDS)}.")
+    model = MODEL_KINDS[kind](GPTConfig.from_dict(payload["config"]))
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit its own config: missing {missing[:4]}, unexpected "
+                              f"{unexpected[:4]}. It was made by another version; rebuild it.")
+    model.eval()
+    return model, payload.get("meta", {})
+
+
+def read_manifest(zoo_dir: Path = ZOO_DIR) -> dict:
+    path = Path(zoo_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON (line {e.lineno}): restore it with git or rebuild the zoo.") from e
+
+
+def write_manifest(manifest: dict, zoo_dir: Path = ZOO_DIR) -> None:
+    atomic_write_bytes(Path(zoo_dir) / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+# ---------------------------------------------------------------- recipes
+@dataclass(frozen=True)
+class Recipe:
+    """How a zoo model is made: a config, a parent to start from, and a training function."""
+    name: str
+    description: str
+    config: dict
+    train: Callable[[torch.nn.Module], dict]
+    params: dict = field(default_factory=dict)
+    parent: str | None = None
+    seed: int = 0
+
+
+def _pretrain_reviews(model, steps=1200, lr=3e-3, n_texts=20000):
+    return pretrain(model, reviews.pretraining_corpus(n_texts, seed=0), steps=steps, lr=lr, seed=0)
+
+
+def _sft_reviews(model, steps=300, lr=1e-3, n_pairs=4000):
+    return sft(model, reviews.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
+
+
+def _pretrain_arithmetic(model, steps=1500, lr=3e-3, n_texts=20000):
+    return pretrain(model, arithmetic.pretraining_corpus(n_texts, seed=0), steps=steps, lr=lr, seed=0)
+
+
+def _sft_arithmetic(model, steps=300, lr=1e-3, n_pairs=4000):
+    return sft(model, arithmetic.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
+
+
+REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
+ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("reviews-base", "tiny GPT pretrained on mixed-sentiment reviews", REVIEWS_CONFIG, _pretrain_reviews),
+    Recipe("reviews-sft", "reviews-base fine-tuned to answer 'review: <noun>' prompts", REVIEWS_CONFIG,
+           _sft_reviews, parent="reviews-base", seed=1),
+    Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
+    Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
+           _sft_arithmetic, parent="arithmetic-base", seed=1),
+]}
+
+
+def _recipe_or_error(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise KeyError(f"no zoo model named {name!r}; the zoo has: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def run_recipe(name: str, parent: torch.nn.Module | None = None, **overrides) -> tuple[torch.nn.Module, dict]:
+    """Make the model of recipe `name` from scratch (or from `parent`); returns (model, history).
+
+    overrides change the training function's keyword arguments (e.g. steps=100 for a quick demo);
+    the zoo itself is always built with the defaults.
+    """
+    recipe = _recipe_or_error(name)
+    seed_everything(recipe.seed)
+    if recipe.parent is not None:
+        if parent is None:
+            parent = load(recipe.parent)
+        model = MODEL_KINDS["gpt"](GPTConfig.from_dict(parent.config.to_dict()))
+        model.load_state_dict(parent.state_dict())
+    else:
+        model = MODEL_KINDS["gpt"](GPTConfig(**recipe.config))
+    history = recipe.train(model, **overrides)
+    return model, history
+
+
+def load(name: str, zoo_dir: Path = ZOO_DIR) -> torch.nn.Module:
+    """Load a shipped zoo model by name (eval mode), verified against the manifest."""
+    _recipe_or_error(name)
+    entry = read_manifest(zoo_dir).get(name)
+    if entry is None:
+        raise CheckpointError(f"{name} is not in {Path(zoo_dir) / MANIFEST}. Build it with: python -m minirlhf.zoo build {name}")
+    model, _ = load_checkpoint(Path(zoo_dir) / entry["file"], expected_sha256=entry["sha256"])
+    return model
+
+
+def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=print) -> dict:
+    """Run the recipes (parents first) and write their checkpoints and manifest entries to zoo_dir."""
+    names = list(names or RECIPES)
+    for n in names:
+        _recipe_or_error(n)
+    ordered = [n for n in RECIPES if n in names]
+    manifest = read_manifest(zoo_dir)
+    made: dict[str, torch.nn.Module] = {}
+    for name in ordered:
+        recipe = RECIPES[name]
+        parent = made.get(recipe.parent)
+        if recipe.parent and parent is None:
+            parent = load(recipe.parent, zoo_dir)
+        start = time.perf_counter()
+        model, history = run_recipe(name, parent=parent)
+        seconds = time.perf_counter() - start
+        final_loss = sum(history["loss"][-20:]) / len(history["loss"][-20:])
+        file = f"{name}.pt"
+        sha = save_checkpoint(Path(zoo_dir) / file, model, name=name,
+                              meta={"final_loss": round(final_loss, 4), "steps": len(history["loss"])})
+        manifest[name] = {"file": file, "sha256": sha, "parent": recipe.parent, "config": recipe.config,
+                          "final_loss": round(final_loss, 4), "description": recipe.description}
+        write_manifest(manifest, zoo_dir)
+        made[name] = model
+        log(f"{name}: loss {final_loss:.4f}, {seconds:.0f} s -> {Path(zoo_dir) / file}")
+    return manifest
+
+
+def _main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minirlhf.zoo", description="List, build and verify the checkpoint zoo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="show the recipes and what is shipped")
+    b = sub.add_parser("build", help="rebuild checkpoints with their recipes")
+    b.add_argument("names", nargs="*", help=f"which (default: all): {', '.join(RECIPES)}")
+    b.add_argument("--check", action="store_true", help="build into a temp dir and compare with the shipped files")
+    sub.add_parser("verify", help="check every shipped file against the manifest")
+    args = parser.parse_args(argv)
+
+    manifest = read_manifest()
+    if args.command == "list":
+        for name, r in RECIPES.items():
+            shipped = "shipped" if name in manifest else "not built"
+            print(f"{name:18s} {shipped:9s} {r.description}")
+        return 0
+    if args.command == "verify":
+        bad = 0
+        for name in RECIPES:
+            try:
+                load(name)
+                print(f"{name}: ok")
+            except (CheckpointError, KeyError) as e:
+                bad += 1
+                print(f"{name}: {e}")
+        return 1 if bad else 0
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            # parents that are not rebuilt come from the shipped files
+            write_manifest(manifest, Path(tmp))
+            for entry in manifest.values():
+                src = ZOO_DIR / entry["file"]
+                if src.is_file():
+                    atomic_write_bytes(Path(tmp) / entry["file"], src.read_bytes())
+            rebuilt = build(args.names, zoo_dir=Path(tmp))
+        names = args.names or list(RECIPES)
+        same = [n for n in names if manifest.get(n, {}).get("sha256") == rebuilt[n]["sha256"]]
+        for n in names:
+            print(f"{n}: {'identical to the shipped file' if n in same else 'DIFFERS from the shipped file'}")
+        return 0 if len(same) == len(names) else 1
+    build(args.names)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
