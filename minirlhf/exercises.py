@@ -247,3 +247,61 @@ def check_sft_loss_mask(fn: Callable) -> Callable:
             lambda t, n: (pos(t) >= n[:, None]) & (t != 0) & (t != 2),
     }
     return run_check("sft_loss_mask", fn, losses.sft_loss_mask, cases, mistakes)
+
+
+# ---------------------------------------------------------------- 07 reward model
+def check_bradley_terry_loss(fn: Callable) -> Callable:
+    """fn(reward_chosen (B,), reward_rejected (B,)) -> scalar -mean log sigma(r_chosen - r_rejected)."""
+    g = _gen(7)
+    cases = [
+        ("one pair, margin 1", (torch.tensor([1.0]), torch.tensor([0.0]))),
+        ("margin +100: confidently right", (torch.tensor([100.0]), torch.tensor([0.0]))),
+        ("margin -100: confidently wrong", (torch.tensor([0.0]), torch.tensor([100.0]))),
+        ("a batch of 8 random pairs", (torch.randn(8, generator=g) * 2, torch.randn(8, generator=g) * 2)),
+    ]
+    mistakes = {
+        "numerically unstable at large margins: sigmoid(-100) underflows to 0 in float32 and log(0) = -inf "
+        "(log(1 + exp(100)) overflows the same way). Use F.logsigmoid(r_chosen - r_rejected).":
+            lambda c, r: -torch.log(torch.sigmoid(c - r)).mean(),
+        "chosen and rejected are swapped: the loss is low when the CHOSEN response has the higher reward, "
+        "-log sigma(r_chosen - r_rejected).":
+            lambda c, r: losses.bradley_terry_loss(r, c),
+        "use the mean over pairs, not the sum.":
+            lambda c, r: losses.bradley_terry_loss(c, r) * c.numel(),
+        "the minus sign is missing: log sigma(margin) is a log-likelihood (<= 0) to maximise; the loss is "
+        "its negative.":
+            lambda c, r: -losses.bradley_terry_loss(c, r),
+    }
+    return run_check("bradley_terry_loss", fn, losses.bradley_terry_loss, cases, mistakes, atol=1e-4)
+
+
+def check_gather_last(fn: Callable) -> Callable:
+    """fn(values (B, T), attention_mask (B, T)) -> (B,) each row's value at its last real (mask True) token."""
+    from .reward import gather_last
+
+    g = _gen(8)
+    right = torch.tensor([[1, 1, 1, 0, 0, 0],
+                          [1, 1, 1, 1, 1, 0],
+                          [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    left = right.flip(1)
+    cases = [
+        ("right-padded rows (training data)", (torch.randn(3, 6, generator=g), right)),
+        ("left-padded rows (generated samples)", (torch.randn(3, 6, generator=g), left)),
+        ("left and right padding in one batch", (torch.randn(2, 6, generator=g), torch.stack([right[0], left[1]]))),
+    ]
+    T = lambda m: m.size(1)  # noqa: E731
+    mistakes = {
+        "you always read the last column: with right padding that is a PAD position. Find each row's last "
+        "True in the mask.":
+            lambda v, m: v[:, -1],
+        "off by one: mask.sum(1) counts the real tokens, so the last one sits at index count - 1 (and only "
+        "in a right-padded row).":
+            lambda v, m: v.gather(1, m.long().sum(1, keepdim=True).clamp(max=T(m) - 1)).squeeze(1),
+        "mask.sum(1) - 1 is the last real token only for RIGHT padding; a left-padded row ends in the last "
+        "column. Use the position of the last True, e.g. max over where(mask, positions, -1).":
+            lambda v, m: v.gather(1, m.long().sum(1, keepdim=True) - 1).squeeze(1),
+        "you read the first token: the reward is read at the LAST real token, the one that has seen the "
+        "whole prompt and response.":
+            lambda v, m: v[:, 0],
+    }
+    return run_check("gather_last", fn, gather_last, cases, mistakes)

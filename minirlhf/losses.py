@@ -71,3 +71,53 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
     return -torch.min(unclipped, clipped).mean()
+
+
+def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> torch.Tensor:
+    """Reward-model loss: negative log-likelihood of the human's choices under Bradley-Terry.
+
+        P(chosen > rejected) = sigma(r_c - r_r)        L = -mean_b log sigma(r_c[b] - r_r[b])
+
+    reward_chosen, reward_rejected: (B,) rewards of the preferred and the other response of each pair.
+    Only the margin r_c - r_r matters, so adding a constant to every reward changes nothing (which is
+    why a reward model's scale and offset are free and get normalised afterwards).
+    F.logsigmoid is exact at any margin: log(sigmoid(x)) underflows to log(0) = -inf near x = -100
+    in float32, and log(1 + exp(-x)) overflows there.
+    """
+    return -F.logsigmoid(reward_chosen - reward_rejected).mean()
+
+
+def ranking_loss(rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """InstructGPT's K-wise loss: Bradley-Terry on all C(K, 2) pairs of a ranking, averaged per prompt.
+
+        L = -mean_b [ 1/C(K,2) * sum_{i < j} log sigma(r[b, i] - r[b, j]) ]
+
+    rewards (B, K): the rewards of each prompt's K responses IN RANK ORDER, best first, so response i
+    beats response j whenever i < j. All pairs of a prompt go into one batch (one forward pass per
+    response instead of one per pair), and the 1/C(K,2) keeps a prompt with many responses from
+    outweighing the others (InstructGPT found the RM over-fits when each pair is its own example).
+    valid (B, K) bool, optional: False marks empty slots of prompts with fewer than K responses; a pair
+    counts only if both responses are valid, and each prompt averages over its own valid pairs.
+    The alternative that uses the ranking as one event is `plackett_luce_loss`.
+    """
+    i, j = torch.triu_indices(rewards.size(1), rewards.size(1), offset=1, device=rewards.device)
+    log_p = F.logsigmoid(rewards[:, i] - rewards[:, j])                 # (B, C(K,2)), pair (i, j): i won
+    if valid is None:
+        return -log_p.mean()
+    pairs = (valid[:, i] & valid[:, j]).to(log_p.dtype)
+    per_prompt = (log_p * pairs).sum(1) / pairs.sum(1).clamp(min=1)
+    return -per_prompt.sum() / (pairs.sum(1) > 0).sum().clamp(min=1)  # prompts with no pair do not count
+
+
+def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of a whole ranking under Plackett-Luce (the K-wise Bradley-Terry).
+
+        P(ranking) = prod_{i=1}^{K} exp(r_i) / sum_{j >= i} exp(r_j)
+        L = -mean_b sum_i [ r[b, i] - logsumexp_{j >= i} r[b, j] ]
+
+    rewards (B, K) in rank order, best first (as in `ranking_loss`): the best response is picked from
+    all K, the second from the remaining K - 1, and so on. For K = 2 this is `bradley_terry_loss`.
+    """
+    # logsumexp over each suffix j >= i: a cumulative logsumexp of the reversed ranking, reversed back
+    suffix = torch.logcumsumexp(rewards.flip(-1), dim=-1).flip(-1)
+    return -(rewards - suffix).sum(-1).mean()

@@ -1,0 +1,218 @@
+"""The reward model: a GPT trunk and a scalar head read at the last real token, trained with Bradley-Terry.
+
+    r(x, y) = w . h_last + b        h_last = the trunk's hidden state at the last real token of x + y
+
+The last real token has attended to the whole prompt and response, so its hidden state can summarise
+both. Which column that is depends on the padding: left-padded rows (generation) end in the last
+column, right-padded rows (training data) end at column (number of real tokens - 1). `last_token_index`
+finds it from the attention mask either way; reading the wrong column is a classic silent bug.
+
+Shapes: B batch, T sequence length, d = d_model.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .data import encode_pairs
+from .losses import bradley_terry_loss
+from .model import GPT, GPTConfig, ScalarHead
+from .tokenizer import TOKENIZER
+from .train import cosine_lr, make_optimizer
+
+
+# ---------------------------------------------------------------- reading the last real token
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask, True on real tokens -> (B,) long, the column of each row's last real token.
+
+        index[b] = max { t : attention_mask[b, t] }
+
+    Right for left padding (T - 1), right padding (sum(mask) - 1) and rows with padding on both sides.
+    """
+    positions = torch.arange(attention_mask.size(1), device=attention_mask.device)
+    index = torch.where(attention_mask.bool(), positions, -1).max(1).values
+    if (index < 0).any():
+        raise ValueError("a row of attention_mask has no real token: every sequence needs at least one")
+    return index
+
+
+def gather_last(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """values (B, T), attention_mask (B, T) -> (B,) each row's value at its last real token."""
+    return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
+
+
+# ---------------------------------------------------------------- the model
+class RewardModel(nn.Module):
+    """A GPT trunk with a ScalarHead: (tokens (B, T), attention_mask (B, T)) -> rewards (B,).
+
+    The head reads the final hidden state at each row's last real token. The trunk keeps the GPT's
+    tied embedding (it is also the input embedding); its LM logits are simply never computed.
+
+    Normalisation (buffers, saved with the weights): r = scale * r_raw + bias. Bradley-Terry only
+    fixes reward differences, so the offset and scale are free; `normalize_` sets them so that
+    rewards on reference-policy samples have mean 0 and std 1, as in Ziegler et al. (2019). Then a
+    KL coefficient or a reward threshold means the same thing for every reward model.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.gpt = GPT(config)
+        self.head = ScalarHead(config.d_model)   # w ~ N(0, 1/(d + 1)), b = 0: rewards start at unit scale
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("bias", torch.zeros(()))
+
+    @classmethod
+    def from_policy(cls, gpt: GPT) -> "RewardModel":
+        """A reward model whose trunk starts as a copy of `gpt` (InstructGPT starts the RM from the SFT
+        model: it already reads the task's text, so fewer preference pairs are needed)."""
+        rm = cls(GPTConfig.from_dict(gpt.config.to_dict()))
+        rm.gpt.load_state_dict(gpt.state_dict())
+        return rm
+
+    def raw_reward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T), (B, T) -> (B,) the head's output at the last real token, before normalisation."""
+        return gather_last(self.head(self.gpt.hidden_states(tokens, attention_mask)), attention_mask)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids, (B, T) mask (True = real token; any padding side) -> (B,) rewards."""
+        return self.scale * self.raw_reward(tokens, attention_mask) + self.bias
+
+
+@torch.no_grad()
+def normalize_(rm: RewardModel, reference_tokens: torch.Tensor, reference_mask: torch.Tensor,
+               batch_size: int = 256) -> RewardModel:
+    """Set rm.scale, rm.bias so that rm's rewards on the reference samples have mean 0 and std 1.
+
+        scale = 1 / std(r_raw)        bias = -mean(r_raw) / std(r_raw)
+
+    reference_tokens, reference_mask (N, T): samples of the reference (SFT) policy, prompt + response.
+    Modifies rm in place and returns it. Normalise after training: the bias cancels in the
+    Bradley-Terry loss, but the scale multiplies every margin it sees.
+    """
+    if len(reference_tokens) < 2:
+        raise ValueError("normalize_ needs at least 2 reference samples to measure a standard deviation")
+    raw = torch.cat([rm.raw_reward(reference_tokens[i:i + batch_size], reference_mask[i:i + batch_size])
+                     for i in range(0, len(reference_tokens), batch_size)])
+    std, mean = torch.std_mean(raw)
+    rm.scale.fill_(1 / std)
+    rm.bias.fill_(-mean / std)
+    return rm
+
+
+# ---------------------------------------------------------------- text in, rewards out
+def encode_responses(prompts: list[str], responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts -> tokens (N, T) long, rows "BOS prompt response EOS" RIGHT-padded, and attention_mask (N, T).
+
+    Right padding is fine here although generation pads on the left: the model's positions skip
+    padding and the reward is read at the last real token wherever it is. Keeping EOS means the
+    reward is read where the response says "I am done", as for finished samples in RL.
+    """
+    tokens, _ = encode_pairs(list(zip(prompts, responses)), TOKENIZER)
+    return tokens, tokens != TOKENIZER.pad_id
+
+
+@torch.no_grad()
+def score(rm: RewardModel, prompts: list[str], responses: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Rewards (N,) of N (prompt, response) texts, batch_size rows at a time, without gradients."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses: pass one prompt per response")
+    return torch.cat([rm(*encode_responses(prompts[i:i + batch_size], responses[i:i + batch_size]))
+                      for i in range(0, len(prompts), batch_size)])
+
+
+# ---------------------------------------------------------------- metrics
+def pairwise_accuracy(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> float:
+    """Share of pairs (B,) with r_chosen > r_rejected; a tie counts half (a coin flip would pick it)."""
+    return float(((reward_chosen > reward_rejected).double() + 0.5 * (reward_chosen == reward_rejected).double()).mean())
+
+
+def preference_accuracy(rm: RewardModel, pairs: list[tuple[str, str, str]], batch_size: int = 256) -> float:
+    """Share of (prompt, chosen, rejected) triples that rm ranks like the label (ties count half)."""
+    prompts, chosen, rejected = zip(*pairs)
+    return pairwise_accuracy(score(rm, list(prompts), list(chosen), batch_size),
+                             score(rm, list(prompts), list(rejected), batch_size))
+
+
+def calibration_bins(pred_probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10):
+    """A reliability diagram's points: how often "P = p" events happen, per bin of p.
+
+    pred_probs (N,): predicted P(a > b), e.g. sigma(r_a - r_b); labels (N,): 1 if a was preferred.
+    The bins split [0, 1] into n_bins equal widths (p = 1 falls in the last). Returns three (n_bins,)
+    tensors: bin_mean_pred (mean p in the bin), bin_freq (share of labels 1) and bin_count. A
+    calibrated model has bin_freq ~ bin_mean_pred. Empty bins have count 0 and NaN means (not plotted).
+    """
+    p = pred_probs.detach().double().flatten()
+    bins = (p * n_bins).long().clamp(0, n_bins - 1)
+    count = torch.bincount(bins, minlength=n_bins)
+    mean_pred = torch.bincount(bins, weights=p, minlength=n_bins) / count
+    freq = torch.bincount(bins, weights=labels.detach().double().flatten(), minlength=n_bins) / count
+    return mean_pred, freq, count
+
+
+# ---------------------------------------------------------------- training
+def _epoch_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless minibatches of row indices; each epoch is a fresh permutation, so every pair is seen
+    once per epoch (the last incomplete batch of an epoch is dropped)."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+
+
+def train_reward_model(rm: RewardModel, pairs: list[tuple[str, str, str]], *, steps: int, batch_size: int = 32,
+                       lr: float = 3e-4, warmup: int = 10, weight_decay: float = 0.1, grad_clip: float = 1.0,
+                       eval_pairs: list[tuple[str, str, str]] | None = None, eval_every: int = 0, seed: int = 0,
+                       progress: str | None = None) -> dict:
+    """Fit rm to (prompt, chosen, rejected) triples with the Bradley-Terry loss.
+
+    Each step takes batch_size pairs (epochs = steps * batch_size / len(pairs); InstructGPT trains one
+    epoch, more over-fits) and scores chosen and rejected responses in ONE forward pass of 2B rows.
+    AdamW with a cosine schedule, as in train.train_lm. eval_pairs, if given, are scored every
+    eval_every steps (0: only at the end) and at the end. progress: a description to show a progress bar.
+    Returns {"loss": [per step], "accuracy": [per step, on the batch], "lr": [per step],
+             "eval": [(step, held-out preference accuracy), ...]}.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    prompts, chosen, rejected = (list(column) for column in zip(*pairs))
+    tokens, mask = encode_responses(prompts + prompts, chosen + rejected)   # rows: N chosen, then N rejected
+    if tokens.size(1) > rm.config.context_length:
+        raise ValueError(f"a pair has {tokens.size(1)} tokens but the reward model's context is "
+                         f"{rm.config.context_length}: drop long responses or use a bigger context")
+    n = len(pairs)
+    batches = _epoch_batches(n, min(batch_size, n), torch.Generator().manual_seed(seed))
+    optimizer = make_optimizer(rm, lr, weight_decay)
+    history: dict = {"loss": [], "accuracy": [], "lr": [], "eval": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc=progress)
+    rm.train()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
+        idx = next(batches)
+        rows = torch.cat([idx, idx + n])
+        width = int(mask[rows].sum(1).max())          # right-padded: drop the all-pad columns
+        r_chosen, r_rejected = rm(tokens[rows, :width], mask[rows, :width]).chunk(2)
+        loss = bradley_terry_loss(r_chosen, r_rejected)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"reward model loss became {loss.item()} at step {step}: lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
+        optimizer.step()
+        history["loss"].append(loss.item())
+        history["accuracy"].append(pairwise_accuracy(r_chosen.detach(), r_rejected.detach()))
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        if bar is not None:
+            bar.update(1)
+        if eval_pairs is not None and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == steps):
+            rm.eval()
+            history["eval"].append((step + 1, preference_accuracy(rm, eval_pairs)))
+            rm.train()
+    if bar is not None:
+        bar.close()
+    rm.eval()
+    return history

@@ -1,0 +1,239 @@
+"""The Bradley-Terry reward model: losses, reading the last real token, normalisation, training, checks."""
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minirlhf import exercises as ex
+from minirlhf import losses, zoo
+from minirlhf.generation import left_pad
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.reward import (RewardModel, calibration_bins, encode_responses, gather_last, last_token_index,
+                             normalize_, pairwise_accuracy, preference_accuracy, score, train_reward_model)
+from minirlhf.tasks import reviews
+from minirlhf.tokenizer import PAD_ID, TOKENIZER
+from minirlhf.utils import seed_everything
+
+TINY = dict(vocab_size=TOKENIZER.vocab_size, context_length=96, d_model=32, n_layers=1, n_heads=2)
+
+
+def tiny_rm(seed=0):
+    seed_everything(seed)
+    return RewardModel(GPTConfig(**TINY))
+
+
+# ---------------------------------------------------------------- losses
+def test_bradley_terry_loss_hand_values():
+    assert losses.bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == pytest.approx(math.log(2))
+    # margins 1 and -2: mean of log(1 + e^-1) and log(1 + e^2)
+    expected = (math.log(1 + math.e ** -1) + math.log(1 + math.e ** 2)) / 2
+    got = losses.bradley_terry_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # only the margin matters
+    assert losses.bradley_terry_loss(torch.tensor([11.0]), torch.tensor([10.0])).item() == pytest.approx(math.log(1 + math.e ** -1))
+
+
+def test_bradley_terry_loss_is_finite_with_finite_gradients_at_huge_margins():
+    chosen = torch.tensor([100.0, 0.0], requires_grad=True)
+    rejected = torch.tensor([0.0, 100.0], requires_grad=True)
+    loss = losses.bradley_terry_loss(chosen, rejected)
+    assert loss.item() == pytest.approx(50.0)                      # (~0 + 100) / 2
+    loss.backward()
+    # d/dr_c of -log sigma(m) / B = -(1 - sigma(m)) / B: ~0 for the right pair, -1/2 for the wrong one
+    assert torch.allclose(chosen.grad, torch.tensor([0.0, -0.5]), atol=1e-6)
+    assert torch.allclose(rejected.grad, -chosen.grad)
+
+
+def test_ranking_loss_is_the_mean_of_its_pairwise_losses():
+    r = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]])
+    by_hand = sum(-math.log(1 / (1 + math.exp(-(r[b, i] - r[b, j]).item())))
+                  for b in range(2) for i, j in [(0, 1), (0, 2), (1, 2)]) / 6   # C(3, 2) = 3 pairs per prompt
+    assert losses.ranking_loss(r).item() == pytest.approx(by_hand, rel=1e-6)
+    # K = 2 is Bradley-Terry
+    assert torch.allclose(losses.ranking_loss(r[:, :2]), losses.bradley_terry_loss(r[:, 0], r[:, 1]))
+
+
+def test_ranking_loss_mask_averages_each_prompt_over_its_own_pairs():
+    r = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 123.0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])   # prompt 2 has only 2 responses
+    expected = (losses.ranking_loss(r[:1]) + losses.bradley_terry_loss(r[1:, 0], r[1:, 1])) / 2
+    assert torch.allclose(losses.ranking_loss(r, valid), expected)
+    one_response = torch.tensor([[True, True, True], [True, False, False]])   # no pair: does not count
+    assert torch.allclose(losses.ranking_loss(r, one_response), losses.ranking_loss(r[:1]))
+
+
+def test_plackett_luce_hand_value_and_k2_is_bradley_terry():
+    r = torch.tensor([[1.0, 0.0, -1.0]])
+    # P = e^1 / (e^1 + e^0 + e^-1) * e^0 / (e^0 + e^-1)
+    p = math.e / (math.e + 1 + math.e ** -1) * 1 / (1 + math.e ** -1)
+    assert losses.plackett_luce_loss(r).item() == pytest.approx(-math.log(p), rel=1e-6)
+    pair = torch.tensor([[0.3, 1.2], [2.0, -1.0]])
+    assert torch.allclose(losses.plackett_luce_loss(pair), losses.bradley_terry_loss(pair[:, 0], pair[:, 1]))
+
+
+# ---------------------------------------------------------------- the last real token
+def test_last_token_index_for_left_right_and_no_padding():
+    mask = torch.tensor([[1, 1, 1, 0, 0],      # right-padded
+                         [0, 0, 1, 1, 1],      # left-padded
+                         [1, 1, 1, 1, 1],      # no padding
+                         [0, 1, 1, 0, 0]])     # padded on both sides
+    assert last_token_index(mask).tolist() == [2, 4, 4, 2]
+    values = torch.arange(20.0).view(4, 5)
+    assert gather_last(values, mask.bool()).tolist() == [2.0, 9.0, 14.0, 17.0]
+    with pytest.raises(ValueError, match="no real token"):
+        last_token_index(torch.tensor([[0, 0, 0]]))
+
+
+def test_reward_is_read_at_the_last_real_token_whatever_the_padding():
+    rm = tiny_rm()
+    ids = [TOKENIZER.encode("review: soup\nthe soup was warm.", bos=True, eos=True),
+           TOKENIZER.encode("review: cake\nthe cake was stale.", bos=True, eos=True)]
+    right, right_mask = encode_responses(["review: soup\n", "review: cake\n"], ["the soup was warm.", "the cake was stale."])
+    left, left_mask = left_pad(ids, max(map(len, ids)) + 3)     # left-padded, then 3 columns of right padding
+    r = rm(right, right_mask)
+    assert torch.allclose(rm(left, left_mask), r, atol=1e-5)
+    # the value of a pad token and the amount of padding do not matter
+    noisy = right.masked_fill(~right_mask, 17)
+    wider = torch.cat([right, torch.full((2, 4), PAD_ID)], 1)
+    assert torch.allclose(rm(noisy, right_mask), r, atol=1e-6)
+    assert torch.allclose(rm(wider, wider != PAD_ID), r, atol=1e-5)
+    # but the last real token does
+    assert not torch.allclose(rm(right[:, :-1], right_mask[:, :-1]), r)
+
+
+def test_from_policy_copies_the_trunk_and_checkpoints_round_trip(tmp_path, monkeypatch):
+    seed_everything(3)
+    policy = GPT(GPTConfig(**TINY))
+    rm = RewardModel.from_policy(policy)
+    for name, p in policy.state_dict().items():
+        assert torch.equal(rm.gpt.state_dict()[name], p)
+    with torch.no_grad():
+        rm.scale.fill_(2.0)
+        rm.bias.fill_(-0.5)
+    monkeypatch.setitem(zoo.MODEL_KINDS, "reward", RewardModel)
+    zoo.save_checkpoint(tmp_path / "rm.pt", rm, name="rm", kind="reward")
+    loaded, _ = zoo.load_checkpoint(tmp_path / "rm.pt")
+    assert isinstance(loaded, RewardModel) and not loaded.training
+    assert loaded.scale.item() == 2.0 and loaded.bias.item() == -0.5          # the normalisation is saved
+    tokens, mask = encode_responses(["review: staff\n"], ["i loved the staff."])
+    assert torch.equal(loaded(tokens, mask), rm(tokens, mask))
+
+
+def test_normalize_gives_mean_zero_std_one_on_the_reference():
+    rm = tiny_rm(1)
+    rng = random.Random(0)
+    prompts = reviews.prompts(40, seed=2)
+    responses = [reviews.sample_review(rng, topic=reviews.prompt_topic(p), max_sentences=1) for p in prompts]
+    tokens, mask = encode_responses(prompts, responses)
+    normalize_(rm, tokens, mask, batch_size=16)
+    std, mean = torch.std_mean(score(rm, prompts, responses, batch_size=7))
+    assert mean.item() == pytest.approx(0.0, abs=1e-5) and std.item() == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------- metrics
+def test_pairwise_accuracy_counts_ties_half():
+    assert pairwise_accuracy(torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([0.0, 1.0, 2.0, 1.0])) == pytest.approx(0.625)
+
+
+def test_calibration_bins():
+    p = torch.tensor([0.05, 0.15, 0.12, 0.95, 1.0, 0.5])
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    mean_pred, freq, count = calibration_bins(p, y, n_bins=4)
+    assert count.tolist() == [3, 0, 1, 2]                                   # 1.0 falls in the last bin
+    assert torch.allclose(mean_pred[[0, 2, 3]], torch.tensor([0.32 / 3, 0.5, 0.975], dtype=torch.float64))
+    assert torch.allclose(freq[[0, 2, 3]], torch.tensor([1 / 3, 0.0, 1.0], dtype=torch.float64))
+    assert mean_pred[1].isnan() and freq[1].isnan()                         # empty bin: nothing to plot
+
+
+# ---------------------------------------------------------------- training
+def gold_pairs(n, seed):
+    """(prompt, chosen, rejected): two one-sentence reviews of the prompt's topic, the gold human's favourite first."""
+    rng = random.Random(seed)
+    pairs = []
+    while len(pairs) < n:
+        topic = rng.choice(reviews.NOUNS)
+        a, b = (reviews.sample_review(rng, topic=topic, max_sentences=1) for _ in range(2))
+        ga, gb = reviews.gold_reward(a), reviews.gold_reward(b)
+        if ga != gb:
+            pairs.append((reviews.make_prompt(topic),) + ((a, b) if ga > gb else (b, a)))
+    return pairs
+
+
+def test_a_tiny_reward_model_learns_the_gold_taste():
+    train, held_out = gold_pairs(2000, seed=0), gold_pairs(200, seed=1)
+    rm = tiny_rm()
+    assert abs(preference_accuracy(rm, held_out) - 0.5) < 0.15            # untrained: about a coin flip
+    history = train_reward_model(rm, train, steps=80, batch_size=32, lr=3e-3, eval_pairs=held_out, eval_every=40)
+    assert len(history["loss"]) == len(history["accuracy"]) == len(history["lr"]) == 80
+    assert [step for step, _ in history["eval"]] == [40, 80]
+    assert sum(history["loss"][-10:]) / 10 < math.log(2) - 0.3
+    assert history["eval"][-1][1] > 0.8 and not rm.training
+
+
+def test_training_refuses_pairs_longer_than_the_context():
+    with pytest.raises(ValueError, match="context"):
+        train_reward_model(tiny_rm(), [("review: soup\n", "the soup was warm." * 9, "x")], steps=1)
+
+
+# ---------------------------------------------------------------- exercise checks
+def stub(*args):
+    raise NotImplementedError()
+
+
+def bt_unstable(c, r):
+    return -torch.log(torch.sigmoid(c - r)).mean()
+
+
+def bt_softplus_by_hand(c, r):
+    return torch.log1p(torch.exp(r - c)).mean()
+
+
+def bt_swapped(c, r):
+    return -F.logsigmoid(r - c).mean()
+
+
+def bt_sum(c, r):
+    return -F.logsigmoid(c - r).sum()
+
+
+def bt_no_minus(c, r):
+    return F.logsigmoid(c - r).mean()
+
+
+def last_column(v, m):
+    return v[:, -1]
+
+
+def count_not_index(v, m):
+    return v.gather(1, m.long().sum(1, keepdim=True).clamp(max=v.size(1) - 1)).squeeze(1)
+
+
+def right_padding_only(v, m):
+    return v[torch.arange(v.size(0)), m.long().sum(1) - 1]
+
+
+def first_token(v, m):
+    return v[:, 0]
+
+
+CHECKS = [
+    (ex.check_bradley_terry_loss, losses.bradley_terry_loss,
+     [(bt_unstable, "unstable"), (bt_softplus_by_hand, "unstable"), (bt_swapped, "swapped"), (bt_sum, "not the sum"),
+      (bt_no_minus, "minus sign")]),
+    (ex.check_gather_last, gather_last,
+     [(last_column, "last column"), (count_not_index, "off by one"), (right_padding_only, "only for RIGHT padding"),
+      (first_token, "first token")]),
+]
+
+
+@pytest.mark.parametrize("check,reference,wrongs", CHECKS, ids=[c[0].__name__ for c in CHECKS])
+def test_checks_accept_reference_fall_back_on_stub_and_reject_mistakes(check, reference, wrongs, capsys):
+    assert check(reference) is reference
+    assert "correct" in capsys.readouterr().out
+    assert check(stub) is reference
+    assert "not implemented yet" in capsys.readouterr().out
+    for wrong, hint in wrongs:
+        with pytest.raises(ex.ExerciseError, match=hint):
+            check(wrong)
