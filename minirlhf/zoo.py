@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from .model import GPT, GPTConfig
+from .reward import RewardModel
 from .tasks import arithmetic, reviews
 from .tokenizer import TOKENIZER
 from .train import pretrain, sft
@@ -36,7 +37,7 @@ from .utils import DATA_DIR, seed_everything
 ZOO_DIR = DATA_DIR / "zoo"
 MANIFEST = "MANIFEST.json"
 FORMAT = "minirlhf-checkpoint/1"
-MODEL_KINDS: dict[str, Callable[[GPTConfig], torch.nn.Module]] = {"gpt": GPT}
+MODEL_KINDS: dict[str, Callable[[GPTConfig], torch.nn.Module]] = {"gpt": GPT, "reward": RewardModel}
 
 
 class CheckpointError(ValueError):
@@ -58,6 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a shipped file should be readable like any other
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -133,9 +135,10 @@ class Recipe:
     params: dict = field(default_factory=dict)
     parent: str | None = None
     seed: int = 0
+    kind: str = "gpt"   # "reward": a RewardModel whose trunk starts from the parent GPT
 
 
-def _pretrain_reviews(model, steps=1200, lr=3e-3, n_texts=20000):
+def _pretrain_reviews(model, steps=1500, lr=3e-3, n_texts=20000):
     return pretrain(model, reviews.pretraining_corpus(n_texts, seed=0), steps=steps, lr=lr, seed=0)
 
 
@@ -143,7 +146,7 @@ def _sft_reviews(model, steps=300, lr=1e-3, n_pairs=4000):
     return sft(model, reviews.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
 
 
-def _pretrain_arithmetic(model, steps=1500, lr=3e-3, n_texts=20000):
+def _pretrain_arithmetic(model, steps=2000, lr=3e-3, n_texts=20000):
     return pretrain(model, arithmetic.pretraining_corpus(n_texts, seed=0), steps=steps, lr=lr, seed=0)
 
 
@@ -178,28 +181,34 @@ def run_recipe(name: str, parent: torch.nn.Module | None = None, **overrides) ->
     """
     recipe = _recipe_or_error(name)
     seed_everything(recipe.seed)
-    if recipe.parent is not None:
-        if parent is None:
-            parent = load(recipe.parent)
-        model = MODEL_KINDS["gpt"](GPTConfig.from_dict(parent.config.to_dict()))
+    if recipe.parent is not None and parent is None:
+        parent = load(recipe.parent)
+    if recipe.kind == "reward":
+        model = RewardModel.from_policy(parent)
+    elif parent is not None:
+        model = GPT(GPTConfig.from_dict(parent.config.to_dict()))
         model.load_state_dict(parent.state_dict())
     else:
-        model = MODEL_KINDS["gpt"](GPTConfig(**recipe.config))
+        model = GPT(GPTConfig(**recipe.config))
     history = recipe.train(model, **overrides)
     return model, history
 
 
 def load(name: str, zoo_dir: Path = ZOO_DIR) -> torch.nn.Module:
     """Load a shipped zoo model by name (eval mode), verified against the manifest."""
+    return load_with_meta(name, zoo_dir)[0]
+
+
+def load_with_meta(name: str, zoo_dir: Path = ZOO_DIR) -> tuple[torch.nn.Module, dict]:
+    """(model, meta): meta holds what the recipe recorded (final_loss, loss_curve)."""
     _recipe_or_error(name)
     entry = read_manifest(zoo_dir).get(name)
     if entry is None:
         raise CheckpointError(f"{name} is not in {Path(zoo_dir) / MANIFEST}. Build it with: python -m minirlhf.zoo build {name}")
-    model, _ = load_checkpoint(Path(zoo_dir) / entry["file"], expected_sha256=entry["sha256"])
-    return model
+    return load_checkpoint(Path(zoo_dir) / entry["file"], expected_sha256=entry["sha256"])
 
 
-def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=print) -> dict:
+def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=lambda line: print(line, flush=True)) -> dict:
     """Run the recipes (parents first) and write their checkpoints and manifest entries to zoo_dir."""
     names = list(names or RECIPES)
     for n in names:
@@ -217,10 +226,12 @@ def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=print) ->
         seconds = time.perf_counter() - start
         final_loss = sum(history["loss"][-20:]) / len(history["loss"][-20:])
         file = f"{name}.pt"
-        sha = save_checkpoint(Path(zoo_dir) / file, model, name=name,
-                              meta={"final_loss": round(final_loss, 4), "steps": len(history["loss"])})
+        sha = save_checkpoint(Path(zoo_dir) / file, model, name=name, kind=recipe.kind,
+                              meta={"final_loss": round(final_loss, 4),
+                                    "loss_curve": [round(x, 4) for x in history["loss"]]})
         manifest[name] = {"file": file, "sha256": sha, "parent": recipe.parent, "config": recipe.config,
-                          "final_loss": round(final_loss, 4), "description": recipe.description}
+                          "final_loss": round(final_loss, 4), "description": recipe.description,
+                          "build_seconds": round(seconds)}
         write_manifest(manifest, zoo_dir)
         made[name] = model
         log(f"{name}: loss {final_loss:.4f}, {seconds:.0f} s -> {Path(zoo_dir) / file}")

@@ -58,3 +58,16 @@ def test_reinforce_loss_gradient_and_returns():
     assert loss.item() == pytest.approx(-(math.log(0.5) * -1 + math.log(0.25) * 1) / 2)
     assert discounted_returns(torch.tensor([1.0, 0.0, 2.0]), 0.5).tolist() == [1.5, 1.0, 2.0]
     assert discounted_returns(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), 1.0).tolist() == [[2.0, 1.0], [1.0, 1.0]]
+
+
+def test_label_pairs_orders_by_the_noisy_human():
+    from minirlhf.tasks import reviews
+    prompts = [reviews.make_prompt("soup")] * 400
+    good, bad = "the soup was delicious.", "the soup was cold."
+    pairs = preferences.label_pairs(prompts, [good] * 200 + [bad] * 200, [bad] * 200 + [good] * 200,
+                                    reviews.gold_reward, temperature=1.0, seed=0)
+    right = sum(p["chosen"] == good for p in pairs) / len(pairs)
+    assert abs(right - 1 / (1 + math.exp(-4))) < 0.03          # gold margin 4 at T = 1
+    assert all(p["gold_chosen"] == reviews.gold_reward(p["chosen"], p["prompt"]) for p in pairs)
+    noiseless = preferences.label_pairs(prompts[:10], [bad] * 10, [good] * 10, reviews.gold_reward, temperature=0)
+    assert all(p["chosen"] == good for p in noiseless)
