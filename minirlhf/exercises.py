@@ -94,7 +94,8 @@ def exercise_summary(names: list[str]) -> None:
     done = [n for n in names if _STATUS.get(n) == "passed"]
     left = [n for n in names if n not in done]
     if not left:
-        print(f"All {len(names)} exercises of this notebook pass.")
+        print("The exercise of this notebook passes." if len(names) == 1 else
+              f"All {len(names)} exercises of this notebook pass.")
     else:
         print(f"{len(done)} of {len(names)} exercises pass. Still to do: {', '.join(left)} "
               f"(the notebook used the package's reference for them).")
@@ -305,3 +306,37 @@ def check_gather_last(fn: Callable) -> Callable:
             lambda v, m: v[:, 0],
     }
     return run_check("gather_last", fn, gather_last, cases, mistakes)
+
+
+# ---------------------------------------------------------------- 06 preference data
+def _cohens_kappa(x, y):
+    from .feedback import _kappa
+    return _kappa(list(x), list(y))
+
+
+def check_cohens_kappa(fn: Callable) -> Callable:
+    """fn(labels_1, labels_2: equal-length lists of categories) -> float (p_o - p_e) / (1 - p_e)."""
+    cases = [
+        ("two raters, a/b only", (list("aabbabab"), list("abbbabaa"))),
+        ("with ties, unbalanced", (["a", "a", "a", "tie", "b", "a", "a", "b", "a", "a"],
+                                   ["a", "a", "b", "tie", "b", "a", "tie", "b", "a", "a"])),
+        ("one rater says 'a' far more often", (list("aaaaaaaab"), list("aaaaabbbb"))),
+    ]
+
+    def observed(x, y):
+        return sum(a == b for a, b in zip(x, y)) / len(x)
+
+    def chance(x, y):
+        return sum((x.count(c) / len(x)) * (y.count(c) / len(y)) for c in set(x) | set(y))
+
+    def uniform_chance(x, y):
+        k = len(set(x) | set(y))
+        return (observed(x, y) - 1 / k) / (1 - 1 / k)
+
+    mistakes = {
+        "that is the raw agreement p_o: kappa corrects it for chance, (p_o - p_e) / (1 - p_e).": observed,
+        "chance agreement p_e must use each rater's own label frequencies, sum_c f1(c) * f2(c), not 1 / #categories.":
+            uniform_chance,
+        "the denominator is 1 - p_e: (p_o - p_e) / (1 - p_e).": lambda x, y: observed(x, y) - chance(x, y),
+    }
+    return run_check("cohens_kappa", fn, _cohens_kappa, cases, mistakes, atol=1e-9)

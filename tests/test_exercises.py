@@ -128,3 +128,19 @@ def test_summary_lists_what_remains(capsys):
     ex.exercise_summary(["sft_loss_mask", "next_token_loss"])
     out = capsys.readouterr().out
     assert "1 of 2 exercises pass" in out and "next_token_loss" in out.split("Still to do:")[1]
+
+
+def test_cohens_kappa_check():
+    def raw_agreement(x, y):
+        return sum(a == b for a, b in zip(x, y)) / len(x)
+
+    def uniform_chance(x, y):
+        k = len(set(x) | set(y))
+        return (raw_agreement(x, y) - 1 / k) / (1 - 1 / k)
+
+    assert ex.check_cohens_kappa(ex._cohens_kappa) is ex._cohens_kappa
+    assert ex.check_cohens_kappa(stub) is not stub
+    with pytest.raises(ex.ExerciseError, match="raw agreement"):
+        ex.check_cohens_kappa(raw_agreement)
+    with pytest.raises(ex.ExerciseError, match="own label frequencies"):
+        ex.check_cohens_kappa(uniform_chance)
