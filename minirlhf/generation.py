@@ -94,9 +94,11 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, *, tempe
              pad_id: int = PAD_ID) -> Generation:
     """Continue each prompt (a list of ids starting with BOS) by up to max_new_tokens tokens.
 
-    At each step: logits (B, V) of the last position -> next token (see pick_next_token). A row that
-    has emitted eos_id is finished: it then gets PAD, masked out. Generation stops early once every
-    row is finished, so N <= max_new_tokens. eos_id=None never stops early (benchmarks).
+    At each step: logits (B, V) of the last position -> next token, the argmax if greedy, else drawn
+    from softmax(sampling_logits(logits, temperature, top_k)). PPO must score the tokens with that
+    same temperature, or its probability ratios compare against a distribution that never produced
+    them. A row that has emitted eos_id is finished: it then gets PAD, masked out. Generation stops
+    early once every row is finished, so N <= max_new_tokens; eos_id=None never stops (benchmarks).
     use_cache=False recomputes the full context each step; greedy outputs are identical either way.
     Sampling draws from `generator`, so the same seeded generator gives the same samples.
     """

@@ -132,9 +132,8 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)
         # One fused kernel for softmax(Q K^T / sqrt(D) + mask) V that never stores the (T, S) attention
-        # matrix; is_causal=True is its mask-free fast path (training). A single new query with a
-        # cache may see every key, so it needs no mask at all.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and kv_cache is None)
+        # matrix. Without a mask, is_causal=True is its fast path for training (and the prefill).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1)
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
 
 
@@ -201,35 +200,42 @@ class GPT(nn.Module):
         causal attention, positions start, ..., start + T - 1 where start = cached length (0 if none).
         kv_cache: if given, the new keys/values are appended and attention covers everything so far.
         """
-        B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.length
-        S = start + T
-        self._check_length(S, kv_cache)
-        if attention_mask is None:
-            pos = torch.arange(start, S, device=idx.device)
-            # Without a cache, is_causal does the masking; a chunk of T > 1 new tokens after a cache
-            # needs an explicit causal mask (is_causal would align it to the wrong corner).
-            mask = None if kv_cache is None or T == 1 else attention_bias(
-                torch.ones(1, S, dtype=torch.bool, device=idx.device), start, T, self.tok_emb.weight.dtype)
-        else:
-            if attention_mask.shape != (B, S):
-                raise ValueError(f"attention_mask must have shape (B, cached + new) = {(B, S)}, "
-                                 f"got {tuple(attention_mask.shape)}")
-            pos = position_ids(attention_mask)[:, start:]
-            mask = attention_bias(attention_mask, start, T, self.tok_emb.weight.dtype)
+        self._check_length(start + idx.shape[1], kv_cache)
+        pos, mask = self._positions_and_mask(idx, attention_mask, start)
         x = self.tok_emb(idx) + self.pos_emb(pos)
         for layer, block in enumerate(self.blocks):
             x = block(x, mask, kv_cache, layer)
         if kv_cache is not None:
-            kv_cache.length = S
+            kv_cache.length = start + idx.shape[1]
         return self.ln_f(x)
+
+    def _positions_and_mask(self, idx: torch.Tensor, attention_mask: torch.Tensor | None,
+                            start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Position ids, (T,) or (B, T), and the additive attention mask (B or 1, 1, T, S) or None.
+
+        None means attention needs no explicit mask: SDPA's is_causal handles T new tokens when
+        nothing precedes them, and a single new token may attend to everything cached.
+        """
+        B, T = idx.shape
+        S = start + T
+        dtype = self.tok_emb.weight.dtype
+        if attention_mask is None:
+            pos = torch.arange(start, S, device=idx.device)
+            if start == 0 or T == 1:
+                return pos, None
+            return pos, attention_bias(torch.ones(1, S, dtype=torch.bool, device=idx.device), start, T, dtype)
+        if attention_mask.shape != (B, S):
+            raise ValueError(f"attention_mask must have shape (B, cached + new) = {(B, S)}, "
+                             f"got {tuple(attention_mask.shape)}")
+        return position_ids(attention_mask)[:, start:], attention_bias(attention_mask, start, T, dtype)
 
     def _check_length(self, S: int, kv_cache: KVCache | None) -> None:
         limit = self.config.context_length if kv_cache is None else kv_cache.max_length
         if S > limit:
-            what = "context_length" if kv_cache is None else "KV cache max_length"
+            what = "model's context_length" if kv_cache is None else "KV cache's max_length"
             raise ValueError(
-                f"sequence length {S} exceeds the model's {what} {limit}: shorten the prompt or reduce "
+                f"sequence length {S} exceeds the {what} {limit}: shorten the prompt or reduce "
                 f"max_new_tokens so that prompt + generated tokens <= {limit}"
             )
 
@@ -237,15 +243,18 @@ class GPT(nn.Module):
 class ScalarHead(nn.Module):
     """One number per position: (B, T, d) hidden states -> (B, T), r = w . h + b.
 
-    Reward head (default): w ~ N(0, 1 / (d + 1)), b = 0, as in InstructGPT, so initial rewards have
-    unit-ish scale. Value head (zero_init=True): w = b = 0, so PPO starts with V = 0 everywhere and
+    Reward head (default): w ~ N(0, std 1 / sqrt(d + 1)), b = 0, as in InstructGPT, so initial rewards
+    have unit-ish scale. Value head (zero_init=True): w = b = 0, so PPO starts with V = 0 everywhere and
     the value loss does not kick the shared trunk with large random errors.
     """
 
     def __init__(self, d_model: int, zero_init: bool = False):
         super().__init__()
         self.linear = nn.Linear(d_model, 1)
-        nn.init.normal_(self.linear.weight, std=0.0 if zero_init else 1.0 / math.sqrt(d_model + 1))
+        if zero_init:
+            nn.init.zeros_(self.linear.weight)
+        else:
+            nn.init.normal_(self.linear.weight, std=1.0 / math.sqrt(d_model + 1))
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -268,8 +277,8 @@ def training_flops_per_token(config: GPTConfig, seq_len: int | None = None) -> i
 
     N counts only weights used in matrix multiplies: the blocks' Linear weights (12 d^2 per layer)
     plus the LM head (d V). Each such weight costs 2 FLOPs (multiply + add) per token forward and 4
-    backward, hence 6 N. Embedding lookups, biases, LayerNorms, GELU, softmax and the optimizer are
-    not counted (they are memory-bound and comparatively cheap). 12 L d T is attention's Q K^T and
+    backward, hence 6 N. Embedding lookups, LayerNorms, GELU, softmax and the optimizer are not
+    counted (they are memory-bound and comparatively cheap). 12 L d T is attention's Q K^T and
     (attention) V: 2 * 2 * T * d per token and layer forward, times 3 with backward; T = seq_len
     (default context_length), counting the full T x T matrix although the causal mask hides half.
     """

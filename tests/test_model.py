@@ -52,6 +52,13 @@ def test_left_padding_invariance(model):
     assert not model(padded, mask).isnan().any()
 
 
+def test_padding_gives_finite_gradients(model):
+    idx = random_ids(2, 6)
+    mask = torch.tensor([[False, False, True, True, True, True], [True] * 6])
+    model(idx.masked_fill(~mask, 0), mask).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_all_true_mask_matches_no_mask(model):
     idx = random_ids(2, 9)
     torch.testing.assert_close(model(idx, torch.ones(2, 9, dtype=torch.bool)), model(idx), rtol=0, atol=1e-5)
