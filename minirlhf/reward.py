@@ -18,7 +18,7 @@ from .data import encode_pairs
 from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig, ScalarHead
 from .tokenizer import TOKENIZER
-from .train import cosine_lr, make_optimizer
+from .train import cosine_lr, make_optimizer, optimizer_step
 
 
 # ---------------------------------------------------------------- reading the last real token
@@ -197,12 +197,7 @@ def train_reward_model(rm: RewardModel, pairs: list[tuple[str, str, str]], *, st
         width = int(mask[rows].sum(1).max())          # right-padded: drop the all-pad columns
         r_chosen, r_rejected = rm(tokens[rows, :width], mask[rows, :width]).chunk(2)
         loss = bradley_terry_loss(r_chosen, r_rejected)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"reward model loss became {loss.item()} at step {step}: lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
-        optimizer.step()
+        optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward model loss")
         history["loss"].append(loss.item())
         history["accuracy"].append(pairwise_accuracy(r_chosen.detach(), r_rejected.detach()))
         history["lr"].append(optimizer.param_groups[0]["lr"])

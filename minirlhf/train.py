@@ -29,6 +29,17 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int, final_fraction: flo
     return lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, *,
+                   step: int, grad_clip: float, what: str = "training loss") -> None:
+    """One update: stop on a non-finite loss (naming it and the step), backward, clip the gradient norm, step."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{what} became {loss.item()} at step {step}: lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
 def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]], *,
              steps: int, lr: float, warmup: int = 50, weight_decay: float = 0.1, grad_clip: float = 1.0,
              eval_fn: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 0,
@@ -53,12 +64,7 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
             group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
         tokens, loss_mask = next_batch(step)
         loss = next_token_loss(model(tokens), tokens, loss_mask)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step}: lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip)
         history["loss"].append(loss.item())
         history["lr"].append(optimizer.param_groups[0]["lr"])
         if bar is not None:
