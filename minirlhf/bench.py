@@ -118,7 +118,7 @@ def bench_generate(opts: BenchOptions, results: dict) -> list[Row]:
     seed_everything(0, threads=None)
     config = GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=128)
     model = GPT(config)
-    prompt_len, new_tokens = 32, (16 if opts.quick else 64)
+    prompt_len, new_tokens = 32, (8 if opts.quick else 64)
     rows = []
     for batch_size, goal in CACHE_GOALS.items():
         prompts = [[BOS_ID] + p for p in torch.randint(3, config.vocab_size, (batch_size, prompt_len - 1)).tolist()]

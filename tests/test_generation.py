@@ -47,6 +47,22 @@ def test_greedy_cache_matches_no_cache(model, eos_id):
     assert torch.equal(a.attention_mask, b.attention_mask)
 
 
+@pytest.mark.parametrize("eos_id", [None, EOS_ID])
+@pytest.mark.parametrize("prompts", [PROMPTS + [[BOS_ID, 40, 41, 42]], [[BOS_ID, 20], [BOS_ID, 40], [BOS_ID, 50]]],
+                         ids=["padded", "equal-length"])
+def test_batched_greedy_matches_one_prompt_at_a_time(prompts, eos_id):
+    m = eos_loving_model()  # the row ending in 20 finishes at once; it must not disturb the others
+    batched = generate(m, prompts, 8, greedy=True, eos_id=eos_id).responses
+    alone = [generate(m, [p], 8, greedy=True, eos_id=eos_id).responses[0] for p in prompts]
+    assert batched == alone
+
+
+def test_outputs_can_enter_autograd(model):
+    g = generate(model, PROMPTS, 3, greedy=True)
+    assert not g.tokens.is_inference() and not g.attention_mask.is_inference()
+    model(g.tokens, g.attention_mask).sum().backward()  # as PPO will, to score the responses
+
+
 def test_sampling_reproducible(model):
     def run(seed):
         return generate(model, PROMPTS, 10, temperature=1.5, top_k=20,
