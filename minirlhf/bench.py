@@ -1,6 +1,6 @@
 """How fast is minirlhf on this machine, and how close is it to the machine's limit?
 
-    python -m minirlhf.bench               # everything, ~1-2 minutes
+    python -m minirlhf.bench               # everything, ~2 minutes
     python -m minirlhf.bench --quick       # fewer new tokens, shorter timing, ~10 s (the smoke test)
     python -m minirlhf.bench --only train  # one section (see --help for the names)
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import statistics
 import sys
 import time
@@ -152,10 +153,40 @@ def time_generate(model: GPT, prompts: list[list[int]], new_tokens: int, use_cac
     return measure(run, opts, warmup=1), out["tokens"]
 
 
+def bench_reward(opts: BenchOptions, results: dict) -> list[Row]:
+    """Reward-model training speed on the shipped pairs (the zoo recipe's batch and model) and the shipped
+    reviews-rm's held-out accuracy as a share of the Bayes ceiling of its noisy labels."""
+    from . import zoo
+    from .preferences import DEFAULT_TEMPERATURE
+    from .reward import RewardModel, evaluate_reward_model, train_reward_model
+
+    pairs = zoo.load_pairs("reviews-pairs")
+    rm = RewardModel.from_policy(zoo.load("reviews-sft"))
+    steps = 2 if opts.quick else 10
+    train_reward_model(rm, pairs["train"][:64], steps=1)                      # warm-up
+    start = time.perf_counter()
+    train_reward_model(rm, pairs["train"][:steps * 32], steps=steps)
+    per_step = (time.perf_counter() - start) / steps
+    recipe_steps = inspect.signature(zoo.RECIPES["reviews-rm"].train).parameters["steps"].default
+    test = pairs["test"][:100] if opts.quick else pairs["test"]
+    start = time.perf_counter()
+    metrics = evaluate_reward_model(zoo.load("reviews-rm"), test, DEFAULT_TEMPERATURE)
+    scoring = time.perf_counter() - start
+    return [
+        ("train reward model, 32 pairs/step (64 rows)", f"{per_step * 1e3:.0f} ms/step",
+         f"the zoo recipe's {recipe_steps} steps: about {per_step * recipe_steps:.0f} s"),
+        (f"score {2 * len(test)} responses with reviews-rm", f"{2 * len(test) / scoring:,.0f} responses/s", ""),
+        (f"reviews-rm on {len(test)} test pairs", f"{metrics['ratio']:.1%} of the Bayes ceiling",
+         f"expected accuracy {metrics['expected_accuracy']:.3f} / ceiling {metrics['bayes_ceiling']:.3f}"
+         + ("" if opts.quick else f" (goal >= 97%: {'met' if metrics['ratio'] >= 0.97 else 'MISSED'})")),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[BenchOptions, dict], list[Row]]] = {
     "matmul": bench_matmul,
     "train": bench_train,
     "generate": bench_generate,
+    "reward": bench_reward,
 }
 
 

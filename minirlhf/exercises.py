@@ -308,6 +308,41 @@ def check_gather_last(fn: Callable) -> Callable:
     return run_check("gather_last", fn, gather_last, cases, mistakes)
 
 
+def check_ranking_loss(fn: Callable) -> Callable:
+    """fn(rewards (B, K) in rank order, best first) -> scalar InstructGPT K-wise loss:
+    -mean_b 1/C(K,2) sum_{i<j} log sigma(r[b, i] - r[b, j])."""
+    g = _gen(9)
+    cases = [
+        ("one prompt, K = 2 (plain Bradley-Terry)", (torch.tensor([[1.0, 0.0]]),)),
+        ("one prompt, K = 3", (torch.tensor([[2.0, 0.5, -1.0]]),)),
+        ("4 prompts, K = 4, random rewards", (torch.randn(4, 4, generator=g) * 2,)),
+        ("margins of 100: must stay finite", (torch.tensor([[100.0, 0.0, -100.0], [-100.0, 0.0, 100.0]]),)),
+    ]
+
+    def pairs(r):
+        i, j = torch.triu_indices(r.size(1), r.size(1), offset=1)
+        return r[:, i] - r[:, j]
+
+    def adjacent_only(r):
+        return -F.logsigmoid(r[:, :-1] - r[:, 1:]).mean()
+
+    def best_vs_rest(r):
+        return -F.logsigmoid(r[:, :1] - r[:, 1:]).mean()
+
+    mistakes = {
+        "you compare only neighbours (1 vs 2, 2 vs 3, ...): a ranking of K gives all C(K, 2) pairs i < j, "
+        "e.g. from torch.triu_indices(K, K, offset=1).": adjacent_only,
+        "you compare only the best response with the others: every pair i < j of the ranking counts.": best_vs_rest,
+        "the order is reversed: rewards are given best first, so response i beats j when i < j: "
+        "log sigma(r_i - r_j).": lambda r: -F.logsigmoid(-pairs(r)).mean(),
+        "divide by the number of pairs, C(K, 2), not only by the number of prompts (InstructGPT's 1/C(K,2) "
+        "keeps prompts with many pairs from dominating).": lambda r: -F.logsigmoid(pairs(r)).sum(1).mean(),
+        "numerically unstable: use F.logsigmoid, not log(sigmoid(...)), which gives inf at a margin of -100.":
+            lambda r: -torch.log(torch.sigmoid(pairs(r))).mean(),
+    }
+    return run_check("ranking_loss", fn, losses.ranking_loss, cases, mistakes, atol=1e-4)
+
+
 # ---------------------------------------------------------------- 06 preference data
 def _cohens_kappa(x, y):
     from .feedback import _kappa

@@ -17,6 +17,7 @@ import torch.nn as nn
 from .data import encode_pairs
 from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig, ScalarHead
+from .preferences import bt_probability
 from .tokenizer import TOKENIZER
 from .train import cosine_lr, make_optimizer, optimizer_step
 
@@ -127,11 +128,56 @@ def pairwise_accuracy(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor
     return float(((reward_chosen > reward_rejected).double() + 0.5 * (reward_chosen == reward_rejected).double()).mean())
 
 
-def preference_accuracy(rm: RewardModel, pairs: list[tuple[str, str, str]], batch_size: int = 256) -> float:
-    """Share of (prompt, chosen, rejected) triples that rm ranks like the label (ties count half)."""
-    prompts, chosen, rejected = zip(*pairs)
-    return pairwise_accuracy(score(rm, list(prompts), list(chosen), batch_size),
-                             score(rm, list(prompts), list(rejected), batch_size))
+def as_triples(pairs) -> list[tuple[str, str, str]]:
+    """Labelled pairs as (prompt, chosen, rejected) triples; takes triples or the dicts of
+    preferences.label_pairs ({prompt, chosen, rejected, ...})."""
+    return [(p["prompt"], p["chosen"], p["rejected"]) if isinstance(p, dict) else tuple(p) for p in pairs]
+
+
+def score_pairs(rm: RewardModel, pairs, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reward_chosen (N,), reward_rejected (N,)) of N labelled pairs (triples or dicts)."""
+    prompts, chosen, rejected = (list(column) for column in zip(*as_triples(pairs)))
+    return score(rm, prompts, chosen, batch_size), score(rm, prompts, rejected, batch_size)
+
+
+def preference_accuracy(rm: RewardModel, pairs, batch_size: int = 256) -> float:
+    """Share of labelled pairs (triples or dicts) that rm ranks like the label (ties count half)."""
+    return pairwise_accuracy(*score_pairs(rm, pairs, batch_size))
+
+
+def expected_accuracy(reward_a: torch.Tensor, reward_b: torch.Tensor, p_a: torch.Tensor) -> float:
+    """The accuracy a reward model would get on average over every possible draw of the noisy labels.
+
+        E[acc] = mean_i [ 1{r_a > r_b} p_a + 1{r_a < r_b} (1 - p_a) + 1{r_a = r_b} / 2 ]
+
+    reward_a, reward_b (N,): the model's rewards of the two responses of each pair; p_a (N,): the
+    probability that the human prefers a (preferences.bt_probability of the gold rewards). On one draw
+    of labels the accuracy scatters around this by about sqrt(acc (1 - acc) / N); the expectation
+    removes that noise, so it can be compared with the Bayes ceiling mean max(p, 1 - p) directly.
+    """
+    pred = (reward_a > reward_b).double() + 0.5 * (reward_a == reward_b).double()
+    p_a = torch.as_tensor(p_a, dtype=torch.float64)
+    return float((pred * p_a + (1 - pred) * (1 - p_a)).mean())
+
+
+def evaluate_reward_model(rm: RewardModel, pairs: list[dict], temperature: float, batch_size: int = 256) -> dict:
+    """How good rm is on held-out labelled pairs (dicts with gold_chosen and gold_rejected).
+
+    Returns {"accuracy": on these labels, "expected_accuracy": over all label draws,
+             "bayes_ceiling": mean max(p, 1 - p), "ratio": expected_accuracy / bayes_ceiling,
+             "gold_order_accuracy": agreement with the noiseless gold order (gold ties left out)}.
+    """
+    r_chosen, r_rejected = score_pairs(rm, pairs, batch_size)
+    gold_c = torch.tensor([p["gold_chosen"] for p in pairs], dtype=torch.float64)
+    gold_r = torch.tensor([p["gold_rejected"] for p in pairs], dtype=torch.float64)
+    p_chosen = bt_probability(gold_c, gold_r, temperature)
+    expected = expected_accuracy(r_chosen, r_rejected, p_chosen)
+    ceiling = float(torch.maximum(p_chosen, 1 - p_chosen).mean())
+    untied = gold_c != gold_r
+    gold_order = pairwise_accuracy(torch.where(gold_c > gold_r, r_chosen, r_rejected)[untied],
+                                   torch.where(gold_c > gold_r, r_rejected, r_chosen)[untied])
+    return {"accuracy": pairwise_accuracy(r_chosen, r_rejected), "expected_accuracy": expected,
+            "bayes_ceiling": ceiling, "ratio": expected / ceiling, "gold_order_accuracy": gold_order}
 
 
 def calibration_bins(pred_probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10):
@@ -160,11 +206,11 @@ def _epoch_batches(n: int, batch_size: int, generator: torch.Generator):
             yield order[start:start + batch_size]
 
 
-def train_reward_model(rm: RewardModel, pairs: list[tuple[str, str, str]], *, steps: int, batch_size: int = 32,
+def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 32,
                        lr: float = 3e-4, warmup: int = 10, weight_decay: float = 0.1, grad_clip: float = 1.0,
-                       eval_pairs: list[tuple[str, str, str]] | None = None, eval_every: int = 0, seed: int = 0,
+                       eval_pairs=None, eval_every: int = 0, seed: int = 0,
                        progress: str | None = None) -> dict:
-    """Fit rm to (prompt, chosen, rejected) triples with the Bradley-Terry loss.
+    """Fit rm to labelled pairs ((prompt, chosen, rejected) triples or dicts) with the Bradley-Terry loss.
 
     Each step takes batch_size pairs (epochs = steps * batch_size / len(pairs); InstructGPT trains one
     epoch, more over-fits) and scores chosen and rejected responses in ONE forward pass of 2B rows.
@@ -175,7 +221,7 @@ def train_reward_model(rm: RewardModel, pairs: list[tuple[str, str, str]], *, st
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    prompts, chosen, rejected = (list(column) for column in zip(*pairs))
+    prompts, chosen, rejected = (list(column) for column in zip(*as_triples(pairs)))
     tokens, mask = encode_responses(prompts + prompts, chosen + rejected)   # rows: N chosen, then N rejected
     if tokens.size(1) > rm.config.context_length:
         raise ValueError(f"a pair has {tokens.size(1)} tokens but the reward model's context is "

@@ -15,6 +15,7 @@ Rebuild from the command line (deterministic on the same machine and thread coun
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import io
 import json
@@ -28,7 +29,8 @@ from typing import Callable
 import torch
 
 from .model import GPT, GPTConfig
-from .reward import RewardModel
+from .preferences import DEFAULT_TEMPERATURE, sample_preference_pairs
+from .reward import RewardModel, encode_responses, evaluate_reward_model, normalize_, train_reward_model
 from .tasks import arithmetic, reviews
 from .tokenizer import TOKENIZER
 from .train import pretrain, sft
@@ -37,6 +39,7 @@ from .utils import DATA_DIR, seed_everything
 ZOO_DIR = DATA_DIR / "zoo"
 MANIFEST = "MANIFEST.json"
 FORMAT = "minirlhf-checkpoint/1"
+PAIRS_FORMAT = "minirlhf-pairs/1"
 MODEL_KINDS: dict[str, Callable[[GPTConfig], torch.nn.Module]] = {"gpt": GPT, "reward": RewardModel}
 
 
@@ -110,6 +113,30 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> tuple[tor
     return model, payload.get("meta", {})
 
 
+def save_pairs(path: Path, splits: dict[str, list[dict]], *, name: str) -> str:
+    """Save labelled preference pairs {split: [pair dicts]} as gzipped JSON, atomically; returns the sha256.
+    gzip's timestamp is fixed so the same pairs always give the same bytes."""
+    data = json.dumps({"format": PAIRS_FORMAT, "name": name, "splits": splits}, sort_keys=True).encode()
+    atomic_write_bytes(Path(path), gzip.compress(data, mtime=0))
+    return sha256_file(Path(path))
+
+
+def load_pairs_file(path: Path, expected_sha256: str | None = None) -> dict[str, list[dict]]:
+    """{split: [pair dicts]} from a file written by save_pairs, verified against its sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no preference data at {path}. Build it with: python -m minirlhf.zoo build {path.name.split('.')[0]}")
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise CheckpointError(f"{path} does not match its sha256 in the manifest: restore it with git or rebuild it.")
+    try:
+        payload = json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not readable gzipped JSON ({e}); restore it with git or rebuild it.") from e
+    if payload.get("format") != PAIRS_FORMAT:
+        raise CheckpointError(f"{path} is not a minirlhf preference file of format {PAIRS_FORMAT!r}.")
+    return payload["splits"]
+
+
 def read_manifest(zoo_dir: Path = ZOO_DIR) -> dict:
     path = Path(zoo_dir) / MANIFEST
     if not path.is_file():
@@ -135,7 +162,10 @@ class Recipe:
     params: dict = field(default_factory=dict)
     parent: str | None = None
     seed: int = 0
-    kind: str = "gpt"   # "reward": a RewardModel whose trunk starts from the parent GPT
+    # "gpt"; "reward": a RewardModel whose trunk starts from the parent GPT, trained on the `pairs`
+    # recipe's train split; "pairs": labelled preference pairs sampled from the parent policy
+    kind: str = "gpt"
+    pairs: str | None = None
 
 
 def _pretrain_reviews(model, steps=1500, lr=3e-3, n_texts=20000):
@@ -154,6 +184,24 @@ def _sft_arithmetic(model, steps=300, lr=1e-3, n_pairs=4000):
     return sft(model, arithmetic.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
 
 
+def _sample_reviews_pairs(policy, n_train=4000, n_test=1000, temperature=DEFAULT_TEMPERATURE):
+    """Two SFT samples per prompt, labelled by the simulated human; the test prompts are a separate draw."""
+    return {"train": sample_preference_pairs(policy, reviews.prompts(n_train, seed=10), reviews.gold_reward,
+                                             temperature, seed=10),
+            "test": sample_preference_pairs(policy, reviews.prompts(n_test, seed=11), reviews.gold_reward,
+                                            temperature, seed=11)}
+
+
+def _train_reviews_rm(rm, pairs, steps=250, lr=3e-4, n_pairs=4000, batch_size=32):
+    """Bradley-Terry on the first n_pairs training pairs (2 epochs at the defaults), then normalised to
+    mean 0 / std 1 on SFT samples (the responses of 1000 training pairs)."""
+    history = train_reward_model(rm, pairs["train"][:n_pairs], steps=steps, lr=lr, batch_size=batch_size)
+    reference = [(p["prompt"], p[side]) for p in pairs["train"][:1000] for side in ("chosen", "rejected")]
+    normalize_(rm, *encode_responses(*map(list, zip(*reference))))
+    history["test"] = evaluate_reward_model(rm, pairs["test"], DEFAULT_TEMPERATURE)
+    return history
+
+
 REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 
@@ -161,6 +209,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("reviews-base", "tiny GPT pretrained on mixed-sentiment reviews", REVIEWS_CONFIG, _pretrain_reviews),
     Recipe("reviews-sft", "reviews-base fine-tuned to answer 'review: <noun>' prompts", REVIEWS_CONFIG,
            _sft_reviews, parent="reviews-base", seed=1),
+    Recipe("reviews-pairs", "4000 train + 1000 test pairs of reviews-sft samples labelled by the noisy gold human",
+           REVIEWS_CONFIG, _sample_reviews_pairs, parent="reviews-sft", seed=10, kind="pairs"),
+    Recipe("reviews-rm", "Bradley-Terry reward model: reviews-sft trunk, trained on the 4000 reviews-pairs",
+           REVIEWS_CONFIG, _train_reviews_rm, parent="reviews-sft", kind="reward", pairs="reviews-pairs"),
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
     Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
            _sft_arithmetic, parent="arithmetic-base", seed=1),
@@ -173,25 +225,38 @@ def _recipe_or_error(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def run_recipe(name: str, parent: torch.nn.Module | None = None, **overrides) -> tuple[torch.nn.Module, dict]:
+def run_recipe(name: str, parent: torch.nn.Module | None = None, pairs: dict | None = None,
+               **overrides) -> tuple[torch.nn.Module | dict, dict]:
     """Make the model of recipe `name` from scratch (or from `parent`); returns (model, history).
 
-    overrides change the training function's keyword arguments (e.g. steps=100 for a quick demo);
-    the zoo itself is always built with the defaults.
+    A "pairs" recipe returns ({split: [pair dicts]}, {}) instead. A "reward" recipe trains on `pairs`
+    ({split: [pair dicts]}; default: its shipped pairs). overrides change the training function's
+    keyword arguments (e.g. steps=100 for a quick demo); the zoo itself is built with the defaults.
     """
     recipe = _recipe_or_error(name)
     seed_everything(recipe.seed)
     if recipe.parent is not None and parent is None:
         parent = load(recipe.parent)
+    if recipe.kind == "pairs":
+        return recipe.train(parent, **overrides), {}
     if recipe.kind == "reward":
         model = RewardModel.from_policy(parent)
-    elif parent is not None:
+        return model, recipe.train(model, pairs if pairs is not None else load_pairs(recipe.pairs), **overrides)
+    if parent is not None:
         model = GPT(GPTConfig.from_dict(parent.config.to_dict()))
         model.load_state_dict(parent.state_dict())
     else:
         model = GPT(GPTConfig(**recipe.config))
     history = recipe.train(model, **overrides)
     return model, history
+
+
+def _manifest_entry(name: str, zoo_dir: Path) -> dict:
+    _recipe_or_error(name)
+    entry = read_manifest(zoo_dir).get(name)
+    if entry is None:
+        raise CheckpointError(f"{name} is not in {Path(zoo_dir) / MANIFEST}. Build it with: python -m minirlhf.zoo build {name}")
+    return entry
 
 
 def load(name: str, zoo_dir: Path = ZOO_DIR) -> torch.nn.Module:
@@ -201,11 +266,20 @@ def load(name: str, zoo_dir: Path = ZOO_DIR) -> torch.nn.Module:
 
 def load_with_meta(name: str, zoo_dir: Path = ZOO_DIR) -> tuple[torch.nn.Module, dict]:
     """(model, meta): meta holds what the recipe recorded (final_loss, loss_curve)."""
-    _recipe_or_error(name)
-    entry = read_manifest(zoo_dir).get(name)
-    if entry is None:
-        raise CheckpointError(f"{name} is not in {Path(zoo_dir) / MANIFEST}. Build it with: python -m minirlhf.zoo build {name}")
+    if _recipe_or_error(name).kind == "pairs":
+        raise CheckpointError(f"{name} is preference data, not a model: use zoo.load_pairs({name!r})")
+    entry = _manifest_entry(name, zoo_dir)
     return load_checkpoint(Path(zoo_dir) / entry["file"], expected_sha256=entry["sha256"])
+
+
+def load_pairs(name: str = "reviews-pairs", zoo_dir: Path = ZOO_DIR) -> dict[str, list[dict]]:
+    """Shipped preference pairs {split: [{prompt, chosen, rejected, gold_chosen, gold_rejected}]}."""
+    entry = _manifest_entry(name, zoo_dir)
+    return load_pairs_file(Path(zoo_dir) / entry["file"], expected_sha256=entry["sha256"])
+
+
+def _load_any(name: str, zoo_dir: Path = ZOO_DIR):
+    return load_pairs(name, zoo_dir) if RECIPES[name].kind == "pairs" else load(name, zoo_dir)
 
 
 def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=lambda line: print(line, flush=True)) -> dict:
@@ -215,26 +289,32 @@ def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=lambda li
         _recipe_or_error(n)
     ordered = [n for n in RECIPES if n in names]
     manifest = read_manifest(zoo_dir)
-    made: dict[str, torch.nn.Module] = {}
+    made: dict[str, torch.nn.Module | dict] = {}
     for name in ordered:
         recipe = RECIPES[name]
-        parent = made.get(recipe.parent)
-        if recipe.parent and parent is None:
-            parent = load(recipe.parent, zoo_dir)
+        parent, pairs = (made[n] if n in made else _load_any(n, zoo_dir) if n else None
+                         for n in (recipe.parent, recipe.pairs))
         start = time.perf_counter()
-        model, history = run_recipe(name, parent=parent)
+        model, history = run_recipe(name, parent=parent, pairs=pairs)
         seconds = time.perf_counter() - start
-        final_loss = sum(history["loss"][-20:]) / len(history["loss"][-20:])
-        file = f"{name}.pt"
-        sha = save_checkpoint(Path(zoo_dir) / file, model, name=name, kind=recipe.kind,
-                              meta={"final_loss": round(final_loss, 4),
-                                    "loss_curve": [round(x, 4) for x in history["loss"]]})
-        manifest[name] = {"file": file, "sha256": sha, "parent": recipe.parent, "config": recipe.config,
-                          "final_loss": round(final_loss, 4), "description": recipe.description,
-                          "build_seconds": round(seconds)}
+        entry = {"parent": recipe.parent, "description": recipe.description, "build_seconds": round(seconds)}
+        if recipe.kind == "pairs":
+            entry["file"] = f"{name}.json.gz"
+            entry["sha256"] = save_pairs(Path(zoo_dir) / entry["file"], model, name=name)
+            entry["sizes"] = {split: len(rows) for split, rows in model.items()}
+            summary = ", ".join(f"{len(rows)} {split}" for split, rows in model.items()) + " pairs"
+        else:
+            final_loss = round(sum(history["loss"][-20:]) / len(history["loss"][-20:]), 4)
+            meta = {"final_loss": final_loss, "loss_curve": [round(x, 4) for x in history["loss"]]}
+            entry.update(file=f"{name}.pt", config=recipe.config, final_loss=final_loss)
+            if "test" in history:   # a reward model's held-out metrics
+                meta["test"] = entry["test"] = {k: round(v, 4) for k, v in history["test"].items()}
+            entry["sha256"] = save_checkpoint(Path(zoo_dir) / entry["file"], model, name=name, kind=recipe.kind, meta=meta)
+            summary = f"loss {final_loss:.4f}"
+        manifest[name] = entry
         write_manifest(manifest, zoo_dir)
         made[name] = model
-        log(f"{name}: loss {final_loss:.4f}, {seconds:.0f} s -> {Path(zoo_dir) / file}")
+        log(f"{name}: {summary}, {seconds:.0f} s -> {Path(zoo_dir) / entry['file']}")
     return manifest
 
 
@@ -258,7 +338,7 @@ def _main(argv=None) -> int:
         bad = 0
         for name in RECIPES:
             try:
-                load(name)
+                _load_any(name)
                 print(f"{name}: ok")
             except (CheckpointError, KeyError) as e:
                 bad += 1

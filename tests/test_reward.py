@@ -10,8 +10,10 @@ from minirlhf import exercises as ex
 from minirlhf import losses, zoo
 from minirlhf.generation import left_pad
 from minirlhf.model import GPT, GPTConfig
-from minirlhf.reward import (RewardModel, calibration_bins, encode_responses, gather_last, last_token_index,
-                             normalize_, pairwise_accuracy, preference_accuracy, score, train_reward_model)
+from minirlhf.preferences import bt_probability
+from minirlhf.reward import (RewardModel, as_triples, calibration_bins, encode_responses, evaluate_reward_model,
+                             expected_accuracy, gather_last, last_token_index, normalize_, pairwise_accuracy,
+                             preference_accuracy, score, train_reward_model)
 from minirlhf.tasks import reviews
 from minirlhf.tokenizer import PAD_ID, TOKENIZER
 from minirlhf.utils import seed_everything
@@ -147,6 +149,34 @@ def test_calibration_bins():
     assert mean_pred[1].isnan() and freq[1].isnan()                         # empty bin: nothing to plot
 
 
+def test_expected_accuracy_hand_values_and_ceiling():
+    p_a = torch.tensor([0.9, 0.6, 0.2, 0.5], dtype=torch.float64)
+    # predicts a, a, a, tie -> 0.9, 0.6, 0.2 and 1/2
+    assert expected_accuracy(torch.tensor([1.0, 2, 3, 0]), torch.tensor([0.0, 1, 2, 0]), p_a) == pytest.approx((0.9 + 0.6 + 0.2 + 0.5) / 4)
+    # the Bayes predictor (prefer a exactly when p_a > 1/2) reaches mean max(p, 1 - p), nothing does better
+    bayes = expected_accuracy(p_a, 1 - p_a, p_a)
+    assert bayes == pytest.approx(float(torch.maximum(p_a, 1 - p_a).mean()))
+    for _ in range(20):
+        r = torch.randn(4)
+        assert expected_accuracy(r, torch.zeros(4), p_a) <= bayes + 1e-12
+
+
+def test_evaluate_reward_model_on_a_model_that_knows_the_gold_taste(monkeypatch):
+    """A 'reward model' that returns the gold reward reaches the ceiling and orders every pair like gold."""
+    pairs = [{"prompt": "p", "chosen": c, "rejected": r, "gold_chosen": gc, "gold_rejected": gr}
+             for c, r, gc, gr in [("a", "b", 1.0, 0.0), ("c", "d", -1.0, 0.5), ("e", "f", 2.0, -2.0), ("g", "h", 0.0, 0.0)]]
+    gold = {p[k]: p["gold_" + k] for p in pairs for k in ("chosen", "rejected")}
+    monkeypatch.setattr("minirlhf.reward.score", lambda rm, prompts, responses, batch_size=256:
+                        torch.tensor([gold[r] for r in responses]))
+    result = evaluate_reward_model(None, pairs, temperature=1.0)
+    p = bt_probability([1.0, -1.0, 2.0, 0.0], [0.0, 0.5, -2.0, 0.0], 1.0)
+    assert result["bayes_ceiling"] == pytest.approx(float(torch.maximum(p, 1 - p).mean()))
+    assert result["ratio"] == pytest.approx(1.0)
+    assert result["gold_order_accuracy"] == 1.0          # the gold tie is left out
+    assert result["accuracy"] == pytest.approx(2.5 / 4)   # the labels: one pair went against gold, one tie
+    assert as_triples(pairs[:1]) == [("p", "a", "b")]
+
+
 # ---------------------------------------------------------------- training
 def gold_pairs(n, seed):
     """(prompt, chosen, rejected): two one-sentence reviews of the prompt's topic, the gold human's favourite first."""
@@ -222,6 +252,14 @@ CHECKS = [
     (ex.check_bradley_terry_loss, losses.bradley_terry_loss,
      [(bt_unstable, "unstable"), (bt_softplus_by_hand, "unstable"), (bt_swapped, "swapped"), (bt_sum, "not the sum"),
       (bt_no_minus, "minus sign")]),
+    (ex.check_ranking_loss, losses.ranking_loss,
+     [(lambda r: -F.logsigmoid(r[:, :-1] - r[:, 1:]).mean(), "neighbours"),
+      (lambda r: -F.logsigmoid(r[:, :1] - r[:, 1:]).mean(), "only the best"),
+      (lambda r: losses.ranking_loss(r.flip(1)), "reversed"),
+      (lambda r: -F.logsigmoid(r[:, [0, 0, 1]] - r[:, [1, 2, 2]]).sum(1).mean() if r.size(1) == 3 else
+       -F.logsigmoid(r[:, :1] - r[:, 1:]).sum(1).mean(), "C\\(K, 2\\)"),
+      (lambda r: -torch.log(torch.sigmoid(r[:, [0, 0, 1]] - r[:, [1, 2, 2]])).mean() if r.size(1) == 3 else
+       losses.ranking_loss(r), "unstable")]),
     (ex.check_gather_last, gather_last,
      [(last_column, "last column"), (count_not_index, "off by one"), (right_padding_only, "only for RIGHT padding"),
       (first_token, "first token")]),

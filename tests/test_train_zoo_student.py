@@ -7,6 +7,7 @@ import torch
 
 from minirlhf import student, zoo
 from minirlhf.model import GPT, GPTConfig
+from minirlhf.reward import RewardModel
 from minirlhf.tasks import arithmetic, reviews
 from minirlhf.train import cosine_lr, pretrain, sft
 from minirlhf.utils import seed_everything
@@ -102,10 +103,43 @@ def test_unknown_zoo_name_and_broken_manifest(tmp_path):
 
 def test_shipped_zoo_verifies_and_loads():
     manifest = zoo.read_manifest()
-    assert set(manifest) >= {"reviews-base", "reviews-sft", "arithmetic-base", "arithmetic-sft"}
+    assert set(manifest) == set(zoo.RECIPES)
     for name in manifest:
-        model = zoo.load(name)
-        assert not model.training
+        if zoo.RECIPES[name].kind == "pairs":
+            with pytest.raises(zoo.CheckpointError, match="load_pairs"):
+                zoo.load(name)
+            splits = zoo.load_pairs(name)
+            assert {k: len(v) for k, v in splits.items()} == manifest[name]["sizes"]
+            assert set(splits["train"][0]) == {"prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"}
+        else:
+            assert not zoo.load(name).training
+
+
+def test_pairs_and_reward_recipes_build_deterministically(tmp_path, monkeypatch):
+    """The preference data and the reward model are zoo entries like the models: built from their parent,
+    byte-identical when rebuilt, a corrupt pairs file is refused."""
+    config = dict(vocab_size=57, context_length=160, d_model=32, n_layers=1, n_heads=2)
+    short = {r.name: r for r in [
+        zoo.Recipe("tiny", "", config, lambda m: pretrain(m, reviews.pretraining_corpus(40, seed=0), steps=2)),
+        zoo.Recipe("tiny-pairs", "", config, lambda policy: zoo._sample_reviews_pairs(policy, n_train=12, n_test=6),
+                   parent="tiny", kind="pairs"),
+        zoo.Recipe("tiny-rm", "", config, lambda rm, pairs: zoo._train_reviews_rm(rm, pairs, steps=2, batch_size=4),
+                   parent="tiny", kind="reward", pairs="tiny-pairs")]}
+    monkeypatch.setattr(zoo, "RECIPES", short)
+    a = zoo.build(None, zoo_dir=tmp_path / "a", log=lambda s: None)
+    b = zoo.build(None, zoo_dir=tmp_path / "b", log=lambda s: None)
+    assert {n: e["sha256"] for n, e in a.items()} == {n: e["sha256"] for n, e in b.items()}
+    assert a["tiny-pairs"]["sizes"] == {"train": 12, "test": 6}
+    assert set(a["tiny-rm"]["test"]) == {"accuracy", "expected_accuracy", "bayes_ceiling", "ratio", "gold_order_accuracy"}
+    pairs = zoo.load_pairs("tiny-pairs", tmp_path / "a")
+    assert len(pairs["train"]) == 12 and pairs["test"][0]["prompt"].startswith("review: ")
+    rm, meta = zoo.load_with_meta("tiny-rm", tmp_path / "a")
+    assert isinstance(rm, RewardModel) and len(meta["loss_curve"]) == 2
+    (tmp_path / "a" / "tiny-pairs.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(zoo.CheckpointError, match="sha256"):
+        zoo.load_pairs("tiny-pairs", tmp_path / "a")
+    with pytest.raises(zoo.CheckpointError, match="gzipped JSON"):
+        zoo.load_pairs_file(tmp_path / "a" / "tiny-pairs.json.gz")
 
 
 def test_build_is_deterministic_and_parents_come_first(tmp_path, monkeypatch):
