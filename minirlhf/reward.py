@@ -160,24 +160,30 @@ def expected_accuracy(reward_a: torch.Tensor, reward_b: torch.Tensor, p_a: torch
     return float((pred * p_a + (1 - pred) * (1 - p_a)).mean())
 
 
-def evaluate_reward_model(rm: RewardModel, pairs: list[dict], temperature: float, batch_size: int = 256) -> dict:
-    """How good rm is on held-out labelled pairs (dicts with gold_chosen and gold_rejected).
+def preference_metrics(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor, pairs: list[dict],
+                       temperature: float) -> dict:
+    """How well rewards (N,), (N,) of the chosen and rejected responses rank N labelled pairs (dicts with
+    gold_chosen and gold_rejected, as made by preferences.label_pairs).
 
     Returns {"accuracy": on these labels, "expected_accuracy": over all label draws,
              "bayes_ceiling": mean max(p, 1 - p), "ratio": expected_accuracy / bayes_ceiling,
              "gold_order_accuracy": agreement with the noiseless gold order (gold ties left out)}.
     """
-    r_chosen, r_rejected = score_pairs(rm, pairs, batch_size)
     gold_c = torch.tensor([p["gold_chosen"] for p in pairs], dtype=torch.float64)
     gold_r = torch.tensor([p["gold_rejected"] for p in pairs], dtype=torch.float64)
     p_chosen = bt_probability(gold_c, gold_r, temperature)
-    expected = expected_accuracy(r_chosen, r_rejected, p_chosen)
+    expected = expected_accuracy(reward_chosen, reward_rejected, p_chosen)
     ceiling = float(torch.maximum(p_chosen, 1 - p_chosen).mean())
     untied = gold_c != gold_r
-    gold_order = pairwise_accuracy(torch.where(gold_c > gold_r, r_chosen, r_rejected)[untied],
-                                   torch.where(gold_c > gold_r, r_rejected, r_chosen)[untied])
-    return {"accuracy": pairwise_accuracy(r_chosen, r_rejected), "expected_accuracy": expected,
+    gold_order = pairwise_accuracy(torch.where(gold_c > gold_r, reward_chosen, reward_rejected)[untied],
+                                   torch.where(gold_c > gold_r, reward_rejected, reward_chosen)[untied])
+    return {"accuracy": pairwise_accuracy(reward_chosen, reward_rejected), "expected_accuracy": expected,
             "bayes_ceiling": ceiling, "ratio": expected / ceiling, "gold_order_accuracy": gold_order}
+
+
+def evaluate_reward_model(rm: RewardModel, pairs: list[dict], temperature: float, batch_size: int = 256) -> dict:
+    """preference_metrics of rm's rewards on held-out labelled pairs (dicts with gold rewards)."""
+    return preference_metrics(*score_pairs(rm, pairs, batch_size), pairs, temperature)
 
 
 def calibration_bins(pred_probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10):
