@@ -343,6 +343,109 @@ def check_ranking_loss(fn: Callable) -> Callable:
     return run_check("ranking_loss", fn, losses.ranking_loss, cases, mistakes, atol=1e-4)
 
 
+# ---------------------------------------------------------------- 08 best-of-N
+def check_best_of_n_weights(fn: Callable) -> Callable:
+    """fn(m, n) -> (m,) tensor, w_i = C(i - 1, n - 1) / C(m, n) for the i-th SMALLEST of m (i = 1..m)."""
+    import math
+
+    from .best_of_n import best_of_n_weights
+
+    cases = [
+        ("m = 5, n = 1: every sample is the best of 1", (5, 1)),
+        ("m = 5, n = 5: only the largest can win", (5, 5)),
+        ("m = 6, n = 3", (6, 3)),
+        ("m = 64, n = 8", (64, 8)),
+        ("m = 1200, n = 600: C(1200, 600) ~ 1e359 is beyond float64", (1200, 600)),
+    ]
+
+    def ranks(m):
+        return torch.arange(1, m + 1, dtype=torch.float64)
+
+    def comb_ratio(top, k, m, n):   # C(top_i, k) / C(m, n), exact integers, for the small cases
+        return torch.tensor([math.comb(int(t), k) / math.comb(m, n) if t >= 0 else 0.0 for t in top],
+                            dtype=torch.float64)
+
+    def finite(m, n):
+        out = fn(m, n)
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+            raise ExerciseError(f"best_of_n_weights is wrong on m = {m}, n = {n}: it returned inf or nan. "
+                                f"C({m}, {n}) overflows float64: use Python's exact integers (math.comb, "
+                                f"then divide) or logarithms (torch.lgamma).")
+        return out
+
+    mistakes = {
+        "the weights are reversed: they are for the i-th SMALLEST proxy (sorted ascending), so the largest "
+        "sample gets the biggest weight, C(m - 1, n - 1) / C(m, n) = n / m.":
+            lambda m, n: best_of_n_weights(m, n).flip(0),
+        "that is the WITH-replacement probability (i/m)^n - ((i-1)/m)^n: best-of-n from a pool takes n "
+        "DIFFERENT samples (without replacement), so count subsets: C(i - 1, n - 1) / C(m, n).":
+            lambda m, n: (ranks(m) / m) ** n - ((ranks(m) - 1) / m) ** n,
+        "off by one: the i-th smallest wins when the subset holds it and n - 1 of the i - 1 values BELOW "
+        "it: C(i - 1, n - 1), not C(i, n - 1).":
+            lambda m, n: comb_ratio(ranks(m), n - 1, m, n),
+        "off by one: choose the n - 1 OTHER members (the winner is the n-th): C(i - 1, n - 1), not C(i - 1, n).":
+            lambda m, n: comb_ratio(ranks(m) - 1, n, m, n),
+        "the weights are not normalised: divide by the number of subsets, C(m, n) (they must sum to 1).":
+            lambda m, n: comb_ratio(ranks(m) - 1, n - 1, 1, 1),
+    }
+    checked = run_check("best_of_n_weights", finite, best_of_n_weights, cases, mistakes, atol=1e-9)
+    return fn if checked is finite else checked
+
+
+def check_kl_best_of_n_exact(fn: Callable) -> Callable:
+    """fn(rewards (M,), n) -> scalar KL(best-of-n || pool) in nats, identical rewards merged into one outcome."""
+    import math
+
+    from .best_of_n import best_of_n_probs, kl_best_of_n_analytic, kl_best_of_n_exact
+
+    g = _gen(80)
+    cases = [
+        ("6 distinct rewards, n = 2", (torch.tensor([0.3, -1.0, 2.0, 0.5, 1.2, -0.2]), 2)),
+        ("ties: rewards [1, 1, 1, 2, 3, 3], n = 3", (torch.tensor([1.0, 1.0, 1.0, 2.0, 3.0, 3.0]), 3)),
+        ("n = 1 is the policy itself: KL 0", (torch.tensor([0.5, 0.1, 0.1, 0.9]), 1)),
+        ("40 rewards with many ties, n = 8", (torch.randint(0, 6, (40,), generator=g).float(), 8)),
+        ("n = 60, far more draws than the 10 samples of the pool", (torch.randn(10, generator=g), 60)),
+    ]
+
+    def parts(r):
+        p = torch.unique(r, return_counts=True)[1].double() / len(r)
+        return p, torch.cumsum(p, 0)
+
+    def kl(q, p):
+        return (q * (q.log() - p.log())).sum()
+
+    def distinct(r, n):
+        i = torch.arange(1, len(r) + 1, dtype=torch.float64)
+        q = (i / len(r)) ** n - ((i - 1) / len(r)) ** n
+        return kl(q, torch.full_like(q, 1 / len(r)))
+
+    def no_lower_term(r, n):
+        p, cdf = parts(r)
+        return kl(cdf ** n, p)
+
+    def density(r, n):
+        p, cdf = parts(r)
+        return kl(n * cdf ** (n - 1) * p, p)
+
+    def reversed_kl(r, n):
+        p = parts(r)[0]
+        q = best_of_n_probs(p, n)
+        return (p * (p.log() - q.log())).sum()
+
+    mistakes = {
+        "identical rewards are ONE outcome (the same response): merge ties first, e.g. "
+        "torch.unique(rewards, return_counts=True), with p_k = count_k / M.": distinct,
+        "that is the formula log n - (n - 1) / n: it assumes a continuous reward with no ties; compute the "
+        "KL of the pool's own distribution.": lambda r, n: torch.tensor(kl_best_of_n_analytic(n)),
+        "q_k = F_k^n - F_(k-1)^n: F_k^n alone is P(best <= v_k), not P(best = v_k).": no_lower_term,
+        "n F^(n-1) p is the density of a CONTINUOUS reward; with discrete outcomes use q_k = F_k^n - F_(k-1)^n.":
+            density,
+        "the KL is the wrong way round: KL(best-of-n || pi) = sum_k q_k log(q_k / p_k), weighted by q.": reversed_kl,
+        "use the natural log (nats), not log2.": lambda r, n: kl_best_of_n_exact(r, n) / math.log(2),
+    }
+    return run_check("kl_best_of_n_exact", fn, kl_best_of_n_exact, cases, mistakes, atol=1e-6)
+
+
 # ---------------------------------------------------------------- 06 preference data
 def _cohens_kappa(x, y):
     from .feedback import _kappa

@@ -234,9 +234,9 @@ def run_recipe(name: str, parent: torch.nn.Module | None = None, pairs: dict | N
     keyword arguments (e.g. steps=100 for a quick demo); the zoo itself is built with the defaults.
     """
     recipe = _recipe_or_error(name)
-    seed_everything(recipe.seed)
     if recipe.parent is not None and parent is None:
         parent = load(recipe.parent)
+    seed_everything(recipe.seed)   # after loading: building the parent draws random numbers (its init)
     if recipe.kind == "pairs":
         return recipe.train(parent, **overrides), {}
     if recipe.kind == "reward":
