@@ -1,4 +1,9 @@
-"""Returns and advantages: how much better than expected an action turned out."""
+"""Returns and advantages: how much better than expected an action turned out.
+
+Shapes: T time steps (tokens); B batch of sequences. A `mask` (B, T), True on real steps, marks a
+response's tokens (its EOS included); it is True on a prefix of each row and False on the padding
+after EOS, which must contribute nothing.
+"""
 from __future__ import annotations
 
 import torch
@@ -12,3 +17,66 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
         running = rewards[..., t] + gamma * running
         returns[..., t] = running
     return returns
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised Advantage Estimation (Schulman et al. 2016) over response tokens.
+
+        delta_t = r_t + gamma * V_{t+1} - V_t                 (V_{t+1} = 0 after the last real token)
+        A_t     = delta_t + gamma * lam * A_{t+1}             (A after the last real token = 0)
+        R_t     = A_t + V_t                                   (the value head's regression target)
+
+    rewards, values (B, T): per-token reward and the value head's V(s_t) for each response token;
+    mask (B, T) bool, True on real tokens (a prefix of each row). Padding is ignored whatever its
+    rewards and values hold: the episode ends at the last real token, so nothing is bootstrapped
+    from the padding's values. Returns (advantages, returns), both (B, T) and 0 on padding.
+    lam = 1 gives A_t = sum of future rewards - V_t (Monte Carlo, high variance); lam = 0 gives the
+    one-step TD error (low variance, biased by the value head's errors). The RLHF default is
+    gamma = 1 (the score arrives at the end and must reach every token), lam = 0.95.
+    """
+    if not rewards.shape == values.shape == mask.shape:
+        raise ValueError(f"rewards {tuple(rewards.shape)}, values {tuple(values.shape)} and mask "
+                         f"{tuple(mask.shape)} must all have shape (B, T)")
+    m = mask.to(rewards.dtype)
+    rewards, values = rewards * m, values * m
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.size(1))):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * m[:, t]
+        advantages[:, t] = next_advantage
+        next_value = values[:, t]
+    return advantages, (advantages + values) * m
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the positions where mask is True (0 if there are none)."""
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance of x over the positions where mask is True: sum (x - mean)^2 / (n - 1)."""
+    m = mask.to(x.dtype)
+    n = m.sum()
+    centred = (x - masked_mean(x, mask)) * m
+    return (centred ** 2).sum() / (n - 1).clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """Normalise x over the real positions of a batch to std 1 (and mean 0 if shift_mean).
+
+        x_w = (x - mean) / sqrt(var + eps)                    (shift_mean=True: advantages)
+        x_w = (x - mean) / sqrt(var + eps) + mean             (shift_mean=False: rewards)
+
+    x (B, T), mask (B, T) bool; mean and unbiased var over mask only; padding comes back as 0.
+    PPO whitens advantages per batch so the policy step size does not depend on the reward scale.
+    Rewards are whitened without shifting the mean: their sign carries meaning (e.g. "stop early").
+    """
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask.to(x.dtype)

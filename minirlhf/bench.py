@@ -182,11 +182,38 @@ def bench_reward(opts: BenchOptions, results: dict) -> list[Row]:
     ]
 
 
+def bench_ppo(opts: BenchOptions, results: dict) -> list[Row]:
+    """One PPO iteration of the default configuration (ppo.PPOConfig) from the SFT model, split into
+    generation (KV-cached sampling), scoring (reward model + reference and old log-probs) and update
+    (GAE + epochs of minibatch steps); and the full default run's time, extrapolated and as recorded
+    by the zoo when reviews-ppo was built."""
+    from . import zoo
+    from .ppo import PPOConfig, train_ppo
+    from .tasks import reviews
+
+    full = PPOConfig()
+    config = PPOConfig(iterations=1 if opts.quick else 3, **({"batch_size": 8, "minibatches": 2} if opts.quick else {}))
+    reference, rm = zoo.load("reviews-sft"), zoo.load("reviews-rm")
+    _, history = train_ppo(zoo.load("reviews-sft"), reference, rm, reviews.prompts, config)
+    parts = {k: statistics.median(history[f"t_{k}"]) for k in ("generate", "score", "update")}
+    total = sum(parts.values())
+    rows = [(f"PPO iteration, {config.batch_size} prompts, {config.epochs} epochs x {config.minibatches} minibatches",
+             f"{total:.2f} s", ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in parts.items()))]
+    if not opts.quick:
+        rows.append((f"full default run ({full.iterations} iterations)", f"~{total * full.iterations / 60:.1f} min",
+                     "extrapolated from this iteration time"))
+    built = zoo.read_manifest().get("reviews-ppo", {}).get("build_seconds")
+    if built is not None:
+        rows.append(("  reviews-ppo as built by the zoo", f"{built / 60:.1f} min", "build_seconds in data/zoo/MANIFEST.json"))
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[BenchOptions, dict], list[Row]]] = {
     "matmul": bench_matmul,
     "train": bench_train,
     "generate": bench_generate,
     "reward": bench_reward,
+    "ppo": bench_ppo,
 }
 
 

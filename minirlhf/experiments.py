@@ -2,6 +2,7 @@
 
     python -m minirlhf.experiments rm-sweep           # accuracy vs number of pairs and vs RM size (~10 min)
     python -m minirlhf.experiments rm-sweep --quick   # a 1-minute smoke run, written to a temp file
+    python -m minirlhf.experiments ppo-beta           # PPO with 3 KL coefficients (~10 min)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -87,6 +88,36 @@ def rm_sweep(n_pairs=(250, 500, 1000, 2000, 4000), layers=(1, 2, 4), quick: bool
             "test_pairs": len(test), "temperature": DEFAULT_TEMPERATURE, **results}
 
 
+def rl_history_for_meta(history: dict) -> dict:
+    """The reproducible part of an RL history as plain data: per-iteration numbers (rounded), samples and
+    config. Timings are left out (they differ run to run, and a checkpoint's bytes must not)."""
+    out = {k: [round(float(x), 4) for x in v] for k, v in history.items()
+           if isinstance(v, list) and v and isinstance(v[0], (int, float)) and not k.startswith("t_")}
+    out.update({k: history[k] for k in ("samples", "config") if k in history})
+    return out
+
+
+def ppo_beta(betas=(0.03, 0.1, 1.0), quick: bool = False, log=print) -> dict:
+    """PPO runs from the SFT policy that differ only in the KL coefficient beta (fixed, not adaptive);
+    their per-iteration histories (rl_history_for_meta) for notebook 10's beta slider."""
+    from .ppo import PPOConfig, train_ppo
+    from .tasks import reviews
+
+    reference, rm = zoo.load("reviews-sft"), zoo.load("reviews-rm")
+    runs = {}
+    for beta in betas:
+        seed_everything(0)
+        config = PPOConfig(beta=beta, target_kl=None, **({"iterations": 2, "batch_size": 8, "minibatches": 2}
+                                                          if quick else {}))
+        start = time.perf_counter()
+        _, history = train_ppo(zoo.load("reviews-sft"), reference, rm, reviews.prompts, config, gold_fn=reviews.gold_reward)
+        runs[str(beta)] = rl_history_for_meta(history)
+        last = {k: round(sum(v[-5:]) / len(v[-5:]), 3) for k, v in runs[str(beta)].items()
+                if k in ("proxy_reward", "gold", "kl")}
+        log(f"beta {beta}: last 5 iterations {last}, {time.perf_counter() - start:.0f} s")
+    return {"command": "python -m minirlhf.experiments ppo-beta" + " --quick" * quick, "runs": runs}
+
+
 def load_results(name: str) -> dict:
     """A shipped result file, e.g. load_results("rm_sweep")."""
     path = RESULTS_DIR / f"{name}.json"
@@ -95,7 +126,7 @@ def load_results(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-EXPERIMENTS = {"rm-sweep": rm_sweep}
+EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta}
 
 
 def _main(argv=None) -> int:

@@ -202,6 +202,14 @@ def _train_reviews_rm(rm, pairs, steps=250, lr=3e-4, n_pairs=4000, batch_size=32
     return history
 
 
+def _ppo_reviews(policy, **overrides):
+    """PPO from the SFT policy against reviews-rm (PPOConfig's defaults), gold reward tracked, never trained on."""
+    from .ppo import PPOConfig, train_ppo
+    _, history = train_ppo(policy, load("reviews-sft"), load("reviews-rm"), reviews.prompts, PPOConfig(**overrides),
+                           gold_fn=reviews.gold_reward)
+    return history
+
+
 REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 
@@ -213,6 +221,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            REVIEWS_CONFIG, _sample_reviews_pairs, parent="reviews-sft", seed=10, kind="pairs"),
     Recipe("reviews-rm", "Bradley-Terry reward model: reviews-sft trunk, trained on the 4000 reviews-pairs",
            REVIEWS_CONFIG, _train_reviews_rm, parent="reviews-sft", kind="reward", pairs="reviews-pairs"),
+    Recipe("reviews-ppo", "reviews-sft fine-tuned with PPO against reviews-rm (ppo.PPOConfig defaults)",
+           REVIEWS_CONFIG, _ppo_reviews, parent="reviews-sft"),
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
     Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
            _sft_arithmetic, parent="arithmetic-base", seed=1),
@@ -303,6 +313,14 @@ def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=lambda li
             entry["sha256"] = save_pairs(Path(zoo_dir) / entry["file"], model, name=name)
             entry["sizes"] = {split: len(rows) for split, rows in model.items()}
             summary = ", ".join(f"{len(rows)} {split}" for split, rows in model.items()) + " pairs"
+        elif "loss" not in history:   # an RL run: per-iteration metrics instead of a loss curve
+            from .experiments import rl_history_for_meta
+            meta = {"history": rl_history_for_meta(history)}
+            final = {k: round(sum(v[-5:]) / len(v[-5:]), 4) for k, v in meta["history"].items()
+                     if k in ("proxy_reward", "gold", "kl", "response_length")}
+            entry.update(file=f"{name}.pt", config=recipe.config, final=final)
+            entry["sha256"] = save_checkpoint(Path(zoo_dir) / entry["file"], model, name=name, kind=recipe.kind, meta=meta)
+            summary = ", ".join(f"{k} {v:.3f}" for k, v in final.items()) + " (last 5 iterations)"
         else:
             final_loss = round(sum(history["loss"][-20:]) / len(history["loss"][-20:]), 4)
             meta = {"final_loss": final_loss, "loss_curve": [round(x, 4) for x in history["loss"]]}

@@ -41,3 +41,13 @@ def test_shipped_rm_sweep_results():
     assert best["n_pairs"] == 4000 and best["ratio"] == pytest.approx(shipped["ratio"], abs=2e-3)
     with pytest.raises(FileNotFoundError, match="experiments"):
         experiments.load_results("no_such_sweep")
+
+
+def test_a_short_ppo_beta_sweep_keeps_plain_reproducible_histories():
+    results = experiments.ppo_beta(betas=(0.1, 1.0), quick=True, log=lambda line: None)
+    assert set(results["runs"]) == {"0.1", "1.0"}
+    for beta, run in results["runs"].items():
+        assert run["config"]["beta"] == float(beta) and run["config"]["target_kl"] is None
+        assert len(run["proxy_reward"]) == len(run["gold"]) == len(run["kl"]) == 2
+        assert not any(k.startswith("t_") for k in run)          # timings would make the file differ run to run
+        assert isinstance(run["samples"][0][0]["response"], str)

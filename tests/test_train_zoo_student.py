@@ -187,10 +187,13 @@ def test_committed_student_notebooks_are_up_to_date():
 
 
 def test_every_solution_notebook_has_exercises_with_checks():
+    overview = {"00_rlhf_map.ipynb"}   # the opening map runs the pipeline; it teaches nothing to exercise yet
     for path in student.solution_notebooks():
+        assert nbformat.read(path, as_version=4).metadata.kernelspec.name == "python3"
+        if path.name in overview:
+            continue
         text = student.render(path)
         nb = nbformat.reads(text, as_version=4)
         stubs = sum("raise NotImplementedError()" in c.source for c in nb.cells if c.cell_type == "code")
         assert stubs >= 1, f"{path.name} has no exercise"
         assert "exercise_summary(" in text, f"{path.name} does not end with exercise_summary"
-        assert nbformat.read(path, as_version=4).metadata.kernelspec.name == "python3"
