@@ -364,6 +364,23 @@ def _append(history: dict, metrics: dict) -> None:
         history.setdefault(key, []).append(value)
 
 
+def _progress_bar(description: str | None, total: int):
+    """A tqdm.auto bar (a widget in Jupyter) if a description is given, else None."""
+    if not description:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=description)
+
+
+def _end_iteration(history: dict, metrics: dict, r: Rollout, texts: list[str], config: PPOConfig, gold_fn, bar) -> None:
+    """Keep an iteration's metrics and first samples, and move the progress bar (PPO and REINFORCE alike)."""
+    metrics["samples"] = _samples(r, texts, config.n_samples, gold_fn)
+    _append(history, metrics)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['proxy_reward']:.2f}", kl=f"{metrics['kl']:.2f}")
+
+
 # ---------------------------------------------------------------- PPO
 def train_ppo(policy: GPT, reference: GPT, reward_model: nn.Module, prompts, config: PPOConfig | None = None,
               gold_fn: Callable[[str, str], float] | None = None, progress: str | None = None) -> tuple[GPT, dict]:
@@ -391,10 +408,7 @@ def train_ppo(policy: GPT, reference: GPT, reward_model: nn.Module, prompts, con
     optimizer = make_optimizer(model, config.lr, weight_decay=0.0)  # no decay: it would pull away from the SFT weights
     controller = config.kl_controller()
     history: dict = {"config": asdict(config)}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.iterations, desc=progress)
+    bar = _progress_bar(progress, config.iterations)
     for it in range(config.iterations):
         _set_lr(optimizer, config, it)
         # 1-2. rollout and scoring
@@ -455,11 +469,7 @@ def train_ppo(policy: GPT, reference: GPT, reward_model: nn.Module, prompts, con
         # 6. KL coefficient
         controller.update(metrics["kl"], config.batch_size)
         metrics.update(t_generate=t_generate, t_score=t_score, t_update=time.perf_counter() - start)
-        metrics["samples"] = _samples(r, texts, config.n_samples, gold_fn)
-        _append(history, metrics)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['proxy_reward']:.2f}", kl=f"{metrics['kl']:.2f}")
+        _end_iteration(history, metrics, r, texts, config, gold_fn, bar)
     if bar is not None:
         bar.close()
     policy.eval()
@@ -526,10 +536,7 @@ def train_reinforce(policy: GPT, reference: GPT, reward_model: nn.Module, prompt
     optimizer = make_optimizer(policy, config.lr, weight_decay=0.0)
     controller = config.kl_controller()
     history: dict = {"config": asdict(config), "baseline": baseline}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.iterations, desc=progress)
+    bar = _progress_bar(progress, config.iterations)
     for it in range(config.iterations):
         _set_lr(optimizer, config, it)
         r, t_generate, t_score = rollout(policy, reference, reward_model, next_prompts(it), config, generator)
@@ -549,11 +556,7 @@ def train_reinforce(policy: GPT, reference: GPT, reward_model: nn.Module, prompt
         optimizer.step()
         controller.update(metrics["kl"], config.batch_size)
         metrics.update(loss=loss.item(), t_generate=t_generate, t_score=t_score, t_update=time.perf_counter() - start)
-        metrics["samples"] = _samples(r, texts, config.n_samples, gold_fn)
-        _append(history, metrics)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['proxy_reward']:.2f}", kl=f"{metrics['kl']:.2f}")
+        _end_iteration(history, metrics, r, texts, config, gold_fn, bar)
     if bar is not None:
         bar.close()
     policy.eval()
