@@ -14,12 +14,12 @@ With ties (identical responses: a small policy repeats itself) outcome y has pro
 pi_N(y) = F(r)^N - F(r-)^N, and the formula over-states the KL (it is an upper bound, Beirami et al. 2024).
 
 The functions here are small and pure where they can be:
-- `sample_pool`, `score_responses`, `best_of_n`: N samples per prompt with the KV cache, scored, the argmax kept;
+- `sample_pool`, `best_of_n`: N samples per prompt with the KV cache, scored, the argmax kept;
 - `best_of_n_weights`, `expected_best_of_n`: the unbiased estimate of E[value of the best of n] from a
   pool of M >= n samples of one prompt;
 - `kl_best_of_n_analytic`, `best_of_n_probs`, `kl_best_of_n_exact`, `kl_best_of_n_monte_carlo`: three
   ways to get the KL;
-- `response_logprobs`: log pi(y | x) of whole responses (what the Monte-Carlo estimate needs).
+- `text_logprobs`: log pi(y | x) of whole responses given as text (what the Monte-Carlo estimate needs).
 
 Shapes: P prompts, N samples per prompt, M samples in a pool, K distinct outcomes.
 """
@@ -29,11 +29,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .data import encode_pairs
 from .evaluate import sample
-from .generation import sampling_logits
+from .ppo import logprobs_from_logits
+from .reward import score
 from .tokenizer import TOKENIZER
 
 
@@ -52,23 +52,6 @@ def sample_pool(policy, prompts: list[str], n: int, *, seed: int = 0, batch_size
     responses = [[s.response for s in rows[i * n:(i + 1) * n]] for i in range(len(prompts))]
     finished = torch.tensor([s.finished for s in rows]).view(len(prompts), n)
     return responses, finished
-
-
-def score_responses(rm, prompts: list[str], responses: list[str], batch_size: int = 256) -> torch.Tensor:
-    """(N,) rewards of N (prompt, response) texts: `reward.score`, with rows batched by length.
-
-    A batch is padded to its longest row; sorting by length first halves the padding (and the time) on
-    a pool of samples. Same rewards as `reward.score` up to float rounding, in the original order.
-    """
-    from .reward import score
-
-    if len(prompts) != len(responses):
-        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses: pass one prompt per response")
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
-    rewards = score(rm, [prompts[i] for i in order], [responses[i] for i in order], batch_size)
-    out = torch.empty_like(rewards)
-    out[torch.tensor(order, dtype=torch.long)] = rewards
-    return out
 
 
 @dataclass
@@ -105,19 +88,20 @@ def best_of_n(policy, rm, prompts: list[str], n: int, seed: int = 0, *, unfinish
     """
     responses, finished = sample_pool(policy, prompts, n, seed=seed, batch_size=batch_size, **generate_kwargs)
     flat_prompts = [p for p in prompts for _ in range(n)]
-    rewards = score_responses(rm, flat_prompts, [r for row in responses for r in row]).view(len(prompts), n)
+    rewards = score(rm, flat_prompts, [r for row in responses for r in row]).view(len(prompts), n)
     if unfinished_reward is not None:
         rewards = rewards.masked_fill(~finished, unfinished_reward)
     return BestOfN(list(prompts), responses, rewards, finished, rewards.argmax(1))
 
 
 @torch.no_grad()
-def response_logprobs(policy, prompts: list[str], responses: list[str], finished: torch.Tensor | None = None,
-                      batch_size: int = 256) -> torch.Tensor:
+def text_logprobs(policy, prompts: list[str], responses: list[str], finished: torch.Tensor | None = None,
+                  batch_size: int = 256) -> torch.Tensor:
     """(N,) float64: log pi(y | x) = sum_t log pi(y_t | x, y_<t) of each whole response, EOS included.
 
-    Log-probabilities come from `sampling_logits` at temperature 1 (PAD banned), the distribution that
-    `generate` samples from. finished (N,) bool: rows False did not emit EOS, so EOS is not counted.
+    Per-token log-probabilities are ppo.logprobs_from_logits at temperature 1 (PAD banned), the
+    distribution that `generate` samples from; texts in, where ppo.response_logprobs takes a Generation.
+    finished (N,) bool: rows False did not emit EOS, so EOS is not counted.
     """
     tokens, prompt_lengths = encode_pairs(list(zip(prompts, responses)))
     positions = torch.arange(tokens.size(1))[None, :]
@@ -133,8 +117,7 @@ def response_logprobs(policy, prompts: list[str], responses: list[str], finished
         width = int(lengths[rows].max())
         t, m = tokens[rows, :width], mask[rows, :width]
         logits = policy(t, t != TOKENIZER.pad_id)[:, :-1]
-        logp = F.log_softmax(sampling_logits(logits.double()), -1).gather(-1, t[:, 1:, None]).squeeze(-1)
-        out[rows] = torch.where(m[:, 1:], logp, 0.0).sum(1)          # PAD targets have log p = -inf: drop them
+        out[rows] = logprobs_from_logits(logits.double(), t[:, 1:], m[:, 1:])[0].sum(1)
     return out
 
 
@@ -246,7 +229,7 @@ def kl_best_of_n_monte_carlo(selected_rewards: torch.Tensor, reference_rewards: 
 
     - selected_logprobs None: assumes a continuous reward (no two responses tie), so that
       pi_N(y) / pi(y) = n F(r)^(n-1) and KL ~ log n + (n - 1) mean log F_hat(r).
-    - selected_logprobs (..., S) = log pi(y) of each selected response (`response_logprobs`): no continuity
+    - selected_logprobs (..., S) = log pi(y) of each selected response (`text_logprobs`): no continuity
       assumption. Identical responses are one outcome of probability pi(y), so
       pi_N(y) = F(r)^n - (F(r) - pi(y))^n, with F(r) >= pi(y); it assumes only identical responses tie.
     Both are consistent (S, R -> inf); with small R the estimate of F is coarse.

@@ -88,19 +88,10 @@ def rm_sweep(n_pairs=(250, 500, 1000, 2000, 4000), layers=(1, 2, 4), quick: bool
             "test_pairs": len(test), "temperature": DEFAULT_TEMPERATURE, **results}
 
 
-def rl_history_for_meta(history: dict) -> dict:
-    """The reproducible part of an RL history as plain data: per-iteration numbers (rounded), samples and
-    config. Timings are left out (they differ run to run, and a checkpoint's bytes must not)."""
-    out = {k: [round(float(x), 4) for x in v] for k, v in history.items()
-           if isinstance(v, list) and v and isinstance(v[0], (int, float)) and not k.startswith("t_")}
-    out.update({k: history[k] for k in ("samples", "config") if k in history})
-    return out
-
-
 def ppo_beta(betas=(0.03, 0.1, 1.0), quick: bool = False, log=print) -> dict:
     """PPO runs from the SFT policy that differ only in the KL coefficient beta (fixed, not adaptive);
     their per-iteration histories (rl_history_for_meta) for notebook 10's beta slider."""
-    from .ppo import PPOConfig, train_ppo
+    from .ppo import PPOConfig, rl_history_for_meta, train_ppo
     from .tasks import reviews
 
     reference, rm = zoo.load("reviews-sft"), zoo.load("reviews-rm")

@@ -476,6 +476,15 @@ def train_ppo(policy: GPT, reference: GPT, reward_model: nn.Module, prompts, con
     return policy, history
 
 
+def rl_history_for_meta(history: dict) -> dict:
+    """The reproducible part of an RL history as plain data: per-iteration numbers (rounded), samples and
+    config. Timings are left out (they differ run to run, and a checkpoint's bytes must not)."""
+    out = {k: [round(float(x), 4) for x in v] for k, v in history.items()
+           if isinstance(v, list) and v and isinstance(v[0], (int, float)) and not k.startswith("t_")}
+    out.update({k: history[k] for k in ("samples", "config") if k in history})
+    return out
+
+
 # ---------------------------------------------------------------- REINFORCE
 BASELINES = ("none", "mean", "leave_one_out")
 

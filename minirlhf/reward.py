@@ -115,11 +115,19 @@ def encode_responses(prompts: list[str], responses: list[str]) -> tuple[torch.Te
 
 @torch.no_grad()
 def score(rm: RewardModel, prompts: list[str], responses: list[str], batch_size: int = 256) -> torch.Tensor:
-    """Rewards (N,) of N (prompt, response) texts, batch_size rows at a time, without gradients."""
+    """Rewards (N,) of N (prompt, response) texts, in their order, batch_size rows at a time, no gradients.
+
+    Rows are batched by length: a batch is padded to its longest row, and sorting first halves the
+    padding (and the time) on a pool of samples. The reward of a row does not depend on its batch.
+    """
     if len(prompts) != len(responses):
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses: pass one prompt per response")
-    return torch.cat([rm(*encode_responses(prompts[i:i + batch_size], responses[i:i + batch_size]))
-                      for i in range(0, len(prompts), batch_size)])
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+    rewards = torch.empty(len(prompts))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        rewards[rows] = rm(*encode_responses([prompts[i] for i in rows], [responses[i] for i in rows])).float()
+    return rewards
 
 
 # ---------------------------------------------------------------- metrics

@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from .model import GPT, GPTConfig
+from .ppo import PPOConfig, rl_history_for_meta, train_ppo
 from .preferences import DEFAULT_TEMPERATURE, sample_preference_pairs
 from .reward import RewardModel, encode_responses, evaluate_reward_model, normalize_, train_reward_model
 from .tasks import arithmetic, reviews
@@ -204,7 +205,6 @@ def _train_reviews_rm(rm, pairs, steps=250, lr=3e-4, n_pairs=4000, batch_size=32
 
 def _ppo_reviews(policy, **overrides):
     """PPO from the SFT policy against reviews-rm (PPOConfig's defaults), gold reward tracked, never trained on."""
-    from .ppo import PPOConfig, train_ppo
     _, history = train_ppo(policy, load("reviews-sft"), load("reviews-rm"), reviews.prompts, PPOConfig(**overrides),
                            gold_fn=reviews.gold_reward)
     return history
@@ -314,7 +314,6 @@ def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, log=lambda li
             entry["sizes"] = {split: len(rows) for split, rows in model.items()}
             summary = ", ".join(f"{len(rows)} {split}" for split, rows in model.items()) + " pairs"
         elif "loss" not in history:   # an RL run: per-iteration metrics instead of a loss curve
-            from .experiments import rl_history_for_meta
             meta = {"history": rl_history_for_meta(history)}
             final = {k: round(sum(v[-5:]) / len(v[-5:]), 4) for k, v in meta["history"].items()
                      if k in ("proxy_reward", "gold", "kl", "response_length")}

@@ -8,13 +8,16 @@ def stub(*args):
     raise NotImplementedError()
 
 
-def assert_check_behaves(check, right, wrongs, capsys):
+def assert_check_behaves(check, right, wrongs, capsys, reference=None):
     """An exercise check accepts a right answer (returning it), falls back on the package's reference for a
-    stub that raises NotImplementedError, and rejects every (wrong answer, hint regex) with that hint."""
+    stub that raises NotImplementedError (`reference` itself, if given), and rejects every (wrong answer,
+    hint regex) with that hint."""
     assert check(right) is right
     assert "correct" in capsys.readouterr().out
     fallback = check(stub)
     assert fallback is not stub and callable(fallback)
+    if reference is not None:
+        assert fallback is reference
     assert "not implemented yet" in capsys.readouterr().out
     for wrong, hint in wrongs:
         with pytest.raises(ex.ExerciseError, match=hint):

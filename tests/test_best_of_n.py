@@ -9,7 +9,7 @@ from conftest import assert_check_behaves
 from minirlhf import exercises as ex
 from minirlhf.best_of_n import (BestOfN, best_of_n, best_of_n_probs, best_of_n_weights, expected_best_of_n,
                                 kl_best_of_n_analytic, kl_best_of_n_exact, kl_best_of_n_monte_carlo,
-                                response_logprobs, sample_pool, score_responses)
+                                text_logprobs, sample_pool)
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.reward import RewardModel, score
 from minirlhf.tasks import reviews
@@ -221,17 +221,18 @@ def test_best_of_n_keeps_the_reward_models_argmax():
     assert torch.all(penalised.rewards[~penalised.finished] == -99.0)
 
 
-def test_score_responses_matches_reward_score_in_the_original_order():
+def test_score_batches_by_length_but_keeps_the_original_order():
     _, rm = tiny_models()
     prompts = ["review: soup\n", "review: fries\n", "review: cake\n", "review: view\n"]
     responses = ["the soup was warm and the staff were lovely.", "i hated the fries.",
                  "the cake was great.", ""]
-    assert torch.allclose(score_responses(rm, prompts, responses, batch_size=2), score(rm, prompts, responses), atol=1e-5)
+    one_by_one = torch.cat([score(rm, [p], [r]) for p, r in zip(prompts, responses)])
+    assert torch.allclose(score(rm, prompts, responses, batch_size=2), one_by_one, atol=1e-5)
     with pytest.raises(ValueError, match="one prompt per response"):
-        score_responses(rm, prompts, responses[:2])
+        score(rm, prompts, responses[:2])
 
 
-def test_response_logprobs_sum_the_token_logprobs_and_ignore_padding():
+def test_text_logprobs_sum_the_token_logprobs_and_ignore_padding():
     policy, _ = tiny_models()
     prompt, response = "review: soup\n", "the soup was cold."
     ids = TOKENIZER.encode(prompt, bos=True) + TOKENIZER.encode(response, eos=True)
@@ -241,13 +242,13 @@ def test_response_logprobs_sum_the_token_logprobs_and_ignore_padding():
     logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
     start = len(TOKENIZER.encode(prompt, bos=True)) - 1
     expected = logp[start:].sum().item()
-    got = response_logprobs(policy, [prompt], [response])
+    got = text_logprobs(policy, [prompt], [response])
     assert got.dtype == torch.float64 and got.item() == pytest.approx(expected, abs=1e-6)
     # in a batch with a longer row, padded, it does not change
-    batch = response_logprobs(policy, [prompt, "review: fries\n"], [response, "the fries were warm and i loved it."])
+    batch = text_logprobs(policy, [prompt, "review: fries\n"], [response, "the fries were warm and i loved it."])
     assert batch[0].item() == pytest.approx(expected, abs=1e-5)
     # an unfinished response does not count the EOS it never wrote
-    unfinished = response_logprobs(policy, [prompt], [response], finished=torch.tensor([False]))
+    unfinished = text_logprobs(policy, [prompt], [response], finished=torch.tensor([False]))
     assert unfinished.item() == pytest.approx(logp[start:-1].sum().item(), abs=1e-6)
 
 
@@ -346,7 +347,7 @@ CHECKS = [
 
 @pytest.mark.parametrize("check,reference,wrongs", CHECKS, ids=[c[0].__name__ for c in CHECKS])
 def test_checks_accept_reference_fall_back_on_stub_and_reject_mistakes(check, reference, wrongs, capsys):
-    assert_check_behaves(check, reference, wrongs, capsys)
+    assert_check_behaves(check, reference, wrongs, capsys, reference=reference)
 
 
 def test_checks_accept_other_correct_answers(capsys):

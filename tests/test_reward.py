@@ -265,4 +265,4 @@ CHECKS = [
 
 @pytest.mark.parametrize("check,reference,wrongs", CHECKS, ids=[c[0].__name__ for c in CHECKS])
 def test_checks_accept_reference_fall_back_on_stub_and_reject_mistakes(check, reference, wrongs, capsys):
-    assert_check_behaves(check, reference, wrongs, capsys)
+    assert_check_behaves(check, reference, wrongs, capsys, reference=reference)
