@@ -60,6 +60,9 @@ def _diagnose(name: str, label: str, got, expected, args, mistakes, atol) -> str
             return f"{where}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}."
         if got.dtype == torch.bool and expected.dtype != torch.bool or got.dtype != torch.bool and expected.dtype == torch.bool:
             return f"{where}: expected dtype {expected.dtype}, got {got.dtype}."
+    if isinstance(got, (torch.Tensor, float, tuple)) and torch.isnan(torch.as_tensor(got, dtype=torch.float64)).any():
+        return (f"{where}: it returned NaN, expected {_show(expected)}. Look for log(0), 0 / 0 or 0 * inf "
+                "(torch gives nan for 0 * log(0); the limit of d log d at d = 0 is 0).")
     for hint, wrong in mistakes.items():
         try:
             if _close(got, wrong(*_clone(args)), atol):
@@ -70,15 +73,21 @@ def _diagnose(name: str, label: str, got, expected, args, mistakes, atol) -> str
 
 
 def run_check(name: str, fn: Callable, reference: Callable, cases: list[tuple[str, tuple]],
-              mistakes: dict[str, Callable] | None = None, atol: float = 1e-5) -> Callable:
-    """Compare fn with reference on each (label, args) case; see the module docstring for what it does."""
+              mistakes: dict[str, Callable] | None = None, atol: float = 1e-5, crash_hint: str = "") -> Callable:
+    """Compare fn with reference on each (label, args) case; see the module docstring for what it does.
+    If fn crashes on a case, the ExerciseError names the case and adds crash_hint."""
     if not callable(fn):
         raise TypeError(f"check_{name} takes your function itself, e.g. check_{name}({name}), not its result")
     try:
         for label, args in cases:
-            got = fn(*_clone(args))
+            try:
+                got = fn(*_clone(args))
+            except (NotImplementedError, ExerciseError):
+                raise
+            except Exception as e:
+                raise ExerciseError(f"{name} raised {type(e).__name__} on case '{label}': {e}. {crash_hint}".strip()) from e
             expected = reference(*_clone(args))
-            if not (isinstance(got, (torch.Tensor, float, int)) and _close(got, expected, atol)):
+            if not (isinstance(got, (torch.Tensor, float, int, tuple)) and _close(got, expected, atol)):
                 raise ExerciseError(_diagnose(name, label, got, expected, args, mistakes or {}, atol))
     except NotImplementedError:
         _STATUS[name] = "not implemented"
@@ -747,3 +756,75 @@ def check_kl_penalty_rewards(fn: Callable) -> Callable:
                                                   last(m)),
     }
     return run_check("kl_penalty_rewards", fn, rlhf_rewards, cases, mistakes)
+
+
+# ---------------------------------------------------------------- 11 reward hacking
+def check_fit_gao(fn: Callable) -> Callable:
+    """fn(d (K,), gain (K,), form) -> (alpha, beta): least squares of gain ~ alpha d - beta f(d), no intercept,
+    f(d) = d^2 for form "best_of_n" and d log d (0 at d = 0) for form "rl"."""
+    from .overoptimization import fit_gao, gao_curve
+
+    g = _gen(13)
+    d = torch.linspace(0, 3, 13, dtype=torch.float64)
+    noise = 0.05 * torch.randn(13, generator=g, dtype=torch.float64)
+    cases = [
+        ("an exact best-of-N curve", (d, gao_curve(d, 1.0, 0.2, "best_of_n"), "best_of_n")),
+        ("a noisy best-of-N curve", (d, gao_curve(d, 0.8, 0.3, "best_of_n") + noise, "best_of_n")),
+        ("a noisy RL curve, d = 0 included", (d, gao_curve(d, 0.9, 0.5, "rl") + noise, "rl")),
+    ]
+
+    def lstsq(columns, gain):
+        return tuple(torch.linalg.lstsq(torch.stack(columns, 1), gain[:, None]).solution.squeeze(1).tolist())
+
+    def penalty(d, form):
+        return d * d if form == "best_of_n" else torch.where(d > 0, d * torch.log(d.clamp(min=1e-300)), 0.0)
+
+    mistakes = {
+        "the fit has an intercept: R(d) = d (alpha - beta f(d)) is 0 at d = 0 by definition (no drift, no gain), "
+        "so the design matrix is [d, -f(d)] with no column of ones.":
+            lambda d, y, form: lstsq([torch.ones_like(d), d, -penalty(d, form)], y)[1:],
+        "beta came out with the wrong sign: the model is alpha d MINUS beta f(d), so the second column is -f(d).":
+            lambda d, y, form: lstsq([d, penalty(d, form)], y),
+        "the RL form is d (alpha - beta log d): its penalty is d log d, not d^2 (that is best-of-N's).":
+            lambda d, y, form: lstsq([d, -d * d], y),
+        "the best-of-N form is d (alpha - beta d): its penalty is d^2, not d log d (that is RL's).":
+            lambda d, y, form: lstsq([d, -penalty(d, "rl")], y),
+        "return (alpha, beta) in that order.":
+            lambda d, y, form: lstsq([d, -penalty(d, form)], y)[::-1],
+    }
+    return run_check("fit_gao", fn, fit_gao, cases, mistakes,
+                     crash_hint="If a case has d = 0: d * log(d) is nan there (0 * -inf), and a solver fed a nan "
+                                "fails; the limit of d log d at d = 0 is 0, so set it with torch.where.")
+
+
+# ---------------------------------------------------------------- 12 iterated online RLHF
+def check_gold_order_agreement(fn: Callable) -> Callable:
+    """fn(reward_a, reward_b, gold_a, gold_b: (N,)) -> float: share of pairs with gold_a != gold_b that the
+    rewards order the same way as gold; a reward tie counts 1/2."""
+    from .reward import gold_order_agreement
+
+    g = _gen(14)
+    gold_a = torch.randint(-2, 3, (40,), generator=g).double()
+    gold_b = torch.randint(-2, 3, (40,), generator=g).double()
+    r_a = torch.randn(40, generator=g)
+    r_b = torch.where(torch.arange(40) % 7 == 0, r_a, torch.randn(40, generator=g))   # some reward ties
+    cases = [
+        ("three pairs, no ties", (torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 3.0]),
+                                  torch.tensor([2.0, -1.0, 0.0]), torch.tensor([1.0, 1.0, 1.0]))),
+        ("40 pairs with gold ties and reward ties", (r_a, r_b, gold_a, gold_b)),
+    ]
+
+    def agree(ra, rb, ga, gb):
+        return ((ra - rb) * (ga - gb) > 0).double() + 0.5 * (ra == rb).double()
+
+    mistakes = {
+        "pairs with EQUAL gold have no right order: leave them out of the mean, do not count them as wrong.":
+            lambda ra, rb, ga, gb: float(agree(ra, rb, ga, gb).mean()),
+        "pairs with equal gold must be left out, not counted as agreeing.":
+            lambda ra, rb, ga, gb: float(torch.where(ga != gb, agree(ra, rb, ga, gb), 1.0).mean()),
+        "a reward tie (r_a == r_b) is a coin flip: count it 1/2, not 0.":
+            lambda ra, rb, ga, gb: float(((ra - rb) * (ga - gb) > 0).double()[ga != gb].mean()),
+        "that is DISagreement: the rewards agree with gold when r_a - r_b has the same sign as g_a - g_b.":
+            lambda ra, rb, ga, gb: float((1 - agree(ra, rb, ga, gb))[ga != gb].mean()),
+    }
+    return run_check("gold_order_agreement", fn, gold_order_agreement, cases, mistakes)

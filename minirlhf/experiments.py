@@ -3,6 +3,8 @@
     python -m minirlhf.experiments rm-sweep           # accuracy vs number of pairs and vs RM size (~10 min)
     python -m minirlhf.experiments rm-sweep --quick   # a 1-minute smoke run, written to a temp file
     python -m minirlhf.experiments ppo-beta           # PPO with 3 KL coefficients (~10 min)
+    python -m minirlhf.experiments reward-hacking     # best-of-N and PPO against RMs of 3 data sizes (~20 min)
+    python -m minirlhf.experiments online-rlhf        # iterated online RLHF vs one round, same label budget (~25 min)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -15,10 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from . import zoo
+from .best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_exact, sample_pool
 from .model import GPT, GPTConfig
+from .online import iterated_rlhf
+from .ppo import PPOConfig, rl_history_for_meta, train_ppo
 from .preferences import DEFAULT_TEMPERATURE
-from .reward import RewardModel, evaluate_reward_model, train_reward_model
+from .reward import RewardModel, evaluate_reward_model, score, train_reward_model
+from .tasks import reviews
 from .utils import DATA_DIR, seed_everything
 
 RESULTS_DIR = DATA_DIR / "results"
@@ -91,9 +99,6 @@ def rm_sweep(n_pairs=(250, 500, 1000, 2000, 4000), layers=(1, 2, 4), quick: bool
 def ppo_beta(betas=(0.03, 0.1, 1.0), quick: bool = False, log=print) -> dict:
     """PPO runs from the SFT policy that differ only in the KL coefficient beta (fixed, not adaptive);
     their per-iteration histories (rl_history_for_meta) for notebook 10's beta slider."""
-    from .ppo import PPOConfig, rl_history_for_meta, train_ppo
-    from .tasks import reviews
-
     reference, rm = zoo.load("reviews-sft"), zoo.load("reviews-rm")
     runs = {}
     for beta in betas:
@@ -109,6 +114,109 @@ def ppo_beta(betas=(0.03, 0.1, 1.0), quick: bool = False, log=print) -> dict:
     return {"command": "python -m minirlhf.experiments ppo-beta" + " --quick" * quick, "runs": runs}
 
 
+def train_rm(n_pairs: int, pairs: dict | None = None, sft: GPT | None = None, steps: int | None = None):
+    """The zoo's reward-model recipe (reviews-rm: Bradley-Terry, then normalised on SFT samples) on the first
+    n_pairs training pairs, for rm_steps(n_pairs) steps. Returns (rm, held-out metrics on the test pairs)."""
+    pairs = pairs or zoo.load_pairs("reviews-pairs")
+    rm, history = zoo.run_recipe("reviews-rm", parent=sft or zoo.load("reviews-sft"), pairs=pairs,
+                                 n_pairs=n_pairs, steps=steps or rm_steps(n_pairs))
+    return rm, history["test"]
+
+
+def best_of_n_curve(proxy: torch.Tensor, gold: torch.Tensor, ns) -> dict:
+    """Best-of-n for each n in ns, from pools (P, M) of proxy and gold rewards (M >= max(ns) samples of each
+    of P prompts): the unbiased expected proxy and gold of the best-by-proxy of n, minus their n = 1 values,
+    and the KL of best-of-n to the sampling policy, exact over each pool (ties merged) and by log n - (n-1)/n."""
+    base_proxy, base_gold = proxy.double().mean(), gold.double().mean()
+    curve = {"n": list(ns), "kl_exact": [], "kl_formula": [], "proxy_gain": [], "gold_gain": []}
+    for n in ns:
+        curve["kl_exact"].append(float(torch.stack([kl_best_of_n_exact(row, n) for row in proxy]).mean()))
+        curve["kl_formula"].append(kl_best_of_n_analytic(n))
+        curve["proxy_gain"].append(float(expected_best_of_n(proxy, proxy, n).mean() - base_proxy))
+        curve["gold_gain"].append(float(expected_best_of_n(proxy, gold, n).mean() - base_gold))
+    return {k: [round(x, 4) for x in v] for k, v in curve.items()}
+
+
+def _every(history: dict, k: int) -> dict:
+    """rl_history_for_meta without most of its samples (every k-th iteration's are kept)."""
+    out = rl_history_for_meta(history)
+    out["samples"] = {str(i): s for i, s in enumerate(out["samples"]) if i % k == 0 or i == len(out["samples"]) - 1}
+    return out
+
+
+def reward_hacking(n_pairs=(250, 1000, 4000), ns=(1, 2, 4, 8, 16, 32, 64, 128, 256), beta: float = 0.03,
+                   iterations: int = 60, seeds=(0, 1), quick: bool = False, log=print) -> dict:
+    """Over-optimization against reward models trained on different numbers of pairs (notebook 11).
+
+    For each RM: best-of-n from one pool of SFT samples (ns), and PPO runs from the SFT policy with a small
+    KL coefficient (beta) so that the policy drifts far; proxy and gold are recorded against the KL.
+    The 4000-pair RM is the zoo's reviews-rm (the same recipe)."""
+    pairs, sft = zoo.load_pairs("reviews-pairs"), zoo.load("reviews-sft")
+    if quick:
+        n_pairs, ns, iterations, seeds = (64, 4000), (1, 2, 4), 2, (0,)
+    prompts = reviews.prompts(8 if quick else 64, seed=30)
+    start = time.perf_counter()
+    responses, _ = sample_pool(sft, prompts, max(ns), seed=30)
+    flat_prompts = [p for p in prompts for _ in range(max(ns))]
+    flat = [r for row in responses for r in row]
+    gold = torch.tensor([reviews.gold_reward(r, p) for r, p in zip(flat, flat_prompts)]).view(len(prompts), -1)
+    log(f"best-of-n pool: {len(flat)} SFT samples, {time.perf_counter() - start:.0f} s")
+    out = {"command": "python -m minirlhf.experiments reward-hacking" + " --quick" * quick, "beta": beta,
+           "pool": {"prompts": len(prompts), "samples_per_prompt": max(ns), "gold_mean": round(float(gold.mean()), 4)},
+           "rms": {}}
+    for n in n_pairs:
+        start = time.perf_counter()
+        if n == 4000 and not quick:
+            rm, _ = zoo.load_with_meta("reviews-rm")
+            test = evaluate_reward_model(rm, pairs["test"], DEFAULT_TEMPERATURE)
+        else:
+            rm, test = train_rm(n, pairs, sft, steps=10 if quick else None)
+        row = {"test": {k: round(v, 4) for k, v in test.items()}}
+        proxy = score(rm, flat_prompts, flat).view(len(prompts), -1)
+        row["best_of_n"] = best_of_n_curve(proxy, gold, ns)
+        row["ppo"] = {}
+        for seed in seeds:
+            seed_everything(seed)
+            config = PPOConfig(beta=beta, iterations=iterations, seed=seed,
+                               **({"batch_size": 8, "minibatches": 2} if quick else {}))
+            _, history = train_ppo(zoo.load("reviews-sft"), sft, rm, reviews.prompts, config, gold_fn=reviews.gold_reward)
+            row["ppo"][str(seed)] = _every(history, 5)
+        out["rms"][str(n)] = row
+        last = {s: (h["proxy_reward"][-1], h["gold"][-1], h["kl"][-1]) for s, h in row["ppo"].items()}
+        log(f"{n} pairs: ratio {row['test']['ratio']:.3f}; best-of-{ns[-1]} gold gain {row['best_of_n']['gold_gain'][-1]:+.2f}; "
+            f"PPO last (proxy, gold, KL) {last}; {time.perf_counter() - start:.0f} s")
+    return out
+
+
+def online_rlhf(label_budget: int = 500, rounds=(1, 3), iterations: int = 90, beta: float = 0.05,
+                seeds=(0, 1), quick: bool = False, log=print) -> dict:
+    """Iterated online RLHF (online.iterated_rlhf) against a single round with the same label budget and the
+    same number of PPO iterations, for each seed (notebook 12). Every RM is normalised on the same SFT samples."""
+    pairs, sft = zoo.load_pairs("reviews-pairs"), zoo.load("reviews-sft")
+    normalize_on = [(p["prompt"], p[side]) for p in pairs["train"][:500] for side in ("chosen", "rejected")]
+    if quick:
+        label_budget, rounds, iterations, seeds = 16, (1, 2), 2, (0,)
+    eval_prompts = reviews.prompts(16 if quick else 256, seed=40)
+    config = PPOConfig(beta=beta, iterations=iterations, **({"batch_size": 8, "minibatches": 2} if quick else {}))
+    steps = (lambda n: 4) if quick else rm_steps
+    out = {"command": "python -m minirlhf.experiments online-rlhf" + " --quick" * quick, "label_budget": label_budget,
+           "iterations": iterations, "beta": beta, "opponent": "sft", "runs": {}}
+    for seed in seeds:
+        for k in rounds:
+            start = time.perf_counter()
+            seed_everything(seed)
+            _, history = iterated_rlhf(sft, reviews.prompts, reviews.gold_reward, rounds=k, label_budget=label_budget,
+                                       ppo=config, normalize_on=normalize_on, eval_prompts=eval_prompts,
+                                       rm_steps=steps, seed=seed, log=lambda line: log(f"  {k} rounds, seed {seed}: {line}"))
+            history["ppo"] = {key: [round(float(x), 4) for x in v] for key, v in history["ppo"].items()}
+            history["rounds"] = [{key: round(v, 4) if isinstance(v, float) else v for key, v in r.items()}
+                                 for r in history["rounds"]]
+            out["runs"][f"{k} rounds, seed {seed}"] = {"n_rounds": k, "seed": seed, **history}
+            log(f"{k} rounds, seed {seed}: final gold {history['rounds'][-1]['gold']:+.2f}, "
+                f"{time.perf_counter() - start:.0f} s")
+    return out
+
+
 def load_results(name: str) -> dict:
     """A shipped result file, e.g. load_results("rm_sweep")."""
     path = RESULTS_DIR / f"{name}.json"
@@ -117,7 +225,8 @@ def load_results(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta}
+EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
+               "online-rlhf": online_rlhf}
 
 
 def _main(argv=None) -> int:

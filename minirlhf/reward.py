@@ -136,6 +136,24 @@ def pairwise_accuracy(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor
     return float(((reward_chosen > reward_rejected).double() + 0.5 * (reward_chosen == reward_rejected).double()).mean())
 
 
+def gold_order_agreement(reward_a: torch.Tensor, reward_b: torch.Tensor, gold_a: torch.Tensor,
+                         gold_b: torch.Tensor) -> float:
+    """Share of pairs the model orders like the noiseless gold reward; all inputs (N,).
+
+        mean over pairs with g_a != g_b of  1{(r_a - r_b)(g_a - g_b) > 0} + 1/2 1{r_a = r_b}
+
+    Pairs with equal gold have no right order and are left out (nan if that is all of them); a reward tie counts
+    half. Unlike accuracy on noisy labels, this can reach 1, and it needs no labels: only the (hidden) gold rewards.
+    """
+    gold_a, gold_b = torch.as_tensor(gold_a, dtype=torch.float64), torch.as_tensor(gold_b, dtype=torch.float64)
+    untied = gold_a != gold_b
+    if not untied.any():
+        return float("nan")           # no pair has a right order
+    better_a = gold_a > gold_b
+    return pairwise_accuracy(torch.where(better_a, reward_a, reward_b)[untied],
+                             torch.where(better_a, reward_b, reward_a)[untied])
+
+
 def as_triples(pairs) -> list[tuple[str, str, str]]:
     """Labelled pairs as (prompt, chosen, rejected) triples; takes triples or the dicts of
     preferences.label_pairs ({prompt, chosen, rejected, ...})."""
@@ -182,9 +200,7 @@ def preference_metrics(reward_chosen: torch.Tensor, reward_rejected: torch.Tenso
     p_chosen = bt_probability(gold_c, gold_r, temperature)
     expected = expected_accuracy(reward_chosen, reward_rejected, p_chosen)
     ceiling = float(torch.maximum(p_chosen, 1 - p_chosen).mean())
-    untied = gold_c != gold_r
-    gold_order = pairwise_accuracy(torch.where(gold_c > gold_r, reward_chosen, reward_rejected)[untied],
-                                   torch.where(gold_c > gold_r, reward_rejected, reward_chosen)[untied])
+    gold_order = gold_order_agreement(reward_chosen, reward_rejected, gold_c, gold_r)
     return {"accuracy": pairwise_accuracy(reward_chosen, reward_rejected), "expected_accuracy": expected,
             "bayes_ceiling": ceiling, "ratio": expected / ceiling, "gold_order_accuracy": gold_order}
 
