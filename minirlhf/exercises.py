@@ -762,7 +762,7 @@ def check_kl_penalty_rewards(fn: Callable) -> Callable:
 def check_fit_gao(fn: Callable) -> Callable:
     """fn(d (K,), gain (K,), form) -> (alpha, beta): least squares of gain ~ alpha d - beta f(d), no intercept,
     f(d) = d^2 for form "best_of_n" and d log d (0 at d = 0) for form "rl"."""
-    from .overoptimization import fit_gao, gao_curve
+    from .overoptimization import fit_gao, gao_curve, gao_penalty
 
     g = _gen(13)
     d = torch.linspace(0, 3, 13, dtype=torch.float64)
@@ -776,21 +776,18 @@ def check_fit_gao(fn: Callable) -> Callable:
     def lstsq(columns, gain):
         return tuple(torch.linalg.lstsq(torch.stack(columns, 1), gain[:, None]).solution.squeeze(1).tolist())
 
-    def penalty(d, form):
-        return d * d if form == "best_of_n" else torch.where(d > 0, d * torch.log(d.clamp(min=1e-300)), 0.0)
-
     mistakes = {
         "the fit has an intercept: R(d) = d (alpha - beta f(d)) is 0 at d = 0 by definition (no drift, no gain), "
         "so the design matrix is [d, -f(d)] with no column of ones.":
-            lambda d, y, form: lstsq([torch.ones_like(d), d, -penalty(d, form)], y)[1:],
+            lambda d, y, form: lstsq([torch.ones_like(d), d, -gao_penalty(d, form)], y)[1:],
         "beta came out with the wrong sign: the model is alpha d MINUS beta f(d), so the second column is -f(d).":
-            lambda d, y, form: lstsq([d, penalty(d, form)], y),
+            lambda d, y, form: lstsq([d, gao_penalty(d, form)], y),
         "the RL form is d (alpha - beta log d): its penalty is d log d, not d^2 (that is best-of-N's).":
             lambda d, y, form: lstsq([d, -d * d], y),
         "the best-of-N form is d (alpha - beta d): its penalty is d^2, not d log d (that is RL's).":
-            lambda d, y, form: lstsq([d, -penalty(d, "rl")], y),
+            lambda d, y, form: lstsq([d, -gao_penalty(d, "rl")], y),
         "return (alpha, beta) in that order.":
-            lambda d, y, form: lstsq([d, -penalty(d, form)], y)[::-1],
+            lambda d, y, form: lstsq([d, -gao_penalty(d, form)], y)[::-1],
     }
     return run_check("fit_gao", fn, fit_gao, cases, mistakes,
                      crash_hint="If a case has d = 0: d * log(d) is nan there (0 * -inf), and a solver fed a nan "

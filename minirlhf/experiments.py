@@ -167,7 +167,7 @@ def reward_hacking(n_pairs=(250, 1000, 4000), ns=(1, 2, 4, 8, 16, 32, 64, 128, 2
     for n in n_pairs:
         start = time.perf_counter()
         if n == 4000 and not quick:
-            rm, _ = zoo.load_with_meta("reviews-rm")
+            rm = zoo.load("reviews-rm")
             test = evaluate_reward_model(rm, pairs["test"], DEFAULT_TEMPERATURE)
         else:
             rm, test = train_rm(n, pairs, sft, steps=10 if quick else None)

@@ -49,6 +49,7 @@ def fit_reward_model(trunk: GPT, pairs: list[dict], normalize_on: list[tuple[str
     """A reward model on trunk's weights, Bradley-Terry on `pairs`, normalised to mean 0 / std 1 on the
     (prompt, response) list normalize_on (SFT samples: the same yardstick every round, so beta means the
     same thing in each)."""
+    torch.manual_seed(seed)                      # the scalar head's initialisation
     rm = RewardModel.from_policy(trunk)
     train_reward_model(rm, pairs, steps=steps, lr=lr, seed=seed)
     prompts, responses = map(list, zip(*normalize_on))
@@ -92,7 +93,6 @@ def iterated_rlhf(sft: GPT, prompts, gold_fn, *, rounds: int, label_budget: int,
         new = policy_pairs(policy, sft if opponent == "sft" else policy, prompts(n_labels, seed=round_seed), gold_fn,
                            seed=round_seed)
         pairs += new
-        torch.manual_seed(round_seed)
         rm = fit_reward_model(sft, pairs, normalize_on, steps=rm_steps(len(pairs)), seed=round_seed)
         _, h = train_ppo(policy, sft, rm, prompts, replace(ppo, iterations=iterations, seed=round_seed),
                          gold_fn=gold_fn)
