@@ -1,8 +1,13 @@
-"""Returns and advantages: how much better than expected an action turned out.
+"""Returns, baselines and advantages: how much better than expected an action turned out.
 
 Shapes: T time steps (tokens); B batch of sequences. A `mask` (B, T), True on real steps, marks a
 response's tokens (its EOS included); it is True on a prefix of each row and False on the padding
 after EOS, which must contribute nothing.
+
+Baselines for whole-sequence returns have one vocabulary everywhere (bandit, REINFORCE, and the group
+methods of Part IV): "none", "mean" (the group's mean, the sample itself included) and "leave_one_out"
+(the mean of the OTHER samples of the group). A group is the last dimension: (B,) is one group of B
+samples, (P, G) is P prompts with G samples each.
 """
 from __future__ import annotations
 
@@ -80,3 +85,30 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     if not shift_mean:
         out = out + mean
     return out * mask.to(x.dtype)
+
+
+# ---------------------------------------------------------------- baselines for sequence returns
+BASELINES = ("none", "mean", "leave_one_out")
+
+
+def sequence_baseline(returns: torch.Tensor, kind: str) -> torch.Tensor:
+    """b, the shape of returns (..., G): a baseline for each return from the other returns of its group.
+
+        none:          b_i = 0
+        mean:          b_i = 1/G sum_j G_j                  (includes G_i itself)
+        leave_one_out: b_i = 1/(G - 1) sum_{j != i} G_j     (RLOO: Kool et al. 2019; Ahmadian et al. 2024)
+
+    The group is the last dimension. "mean" depends on G_i, so the gradient it gives is scaled by
+    (G - 1) / G: G_i - mean = (G - 1) / G * (G_i - leave_one_out), exactly. "leave_one_out" is
+    independent of sample i, hence unbiased. Both need G >= 2 to be of any use; leave-one-out raises below.
+    """
+    if kind == "none":
+        return torch.zeros_like(returns)
+    if kind == "mean":
+        return returns.mean(-1, keepdim=True).expand_as(returns)
+    if kind == "leave_one_out":
+        n = returns.size(-1)
+        if n < 2:
+            raise ValueError("a leave-one-out baseline needs at least 2 samples per group")
+        return (returns.sum(-1, keepdim=True) - returns) / (n - 1)
+    raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")

@@ -2,7 +2,7 @@
 
 One state, K actions ("arms"), a random reward per pull. Pulling arm a pays a reward drawn from
 N(means[a], std^2). The agent is a softmax policy pi(a) = softmax(logits)[a] with the logits as
-torch parameters, trained by REINFORCE (`train_reinforce`). `reuse_batch` takes many gradient steps on
+torch parameters, trained by REINFORCE (`train_bandit`). `reuse_batch` takes many gradient steps on
 one batch of samples through the importance ratio pi_new / pi_old, which is where PPO's clipping comes in.
 
 Everything draws from an explicit torch.Generator, so a run is reproducible from its seed.
@@ -13,9 +13,8 @@ from typing import Callable
 
 import torch
 
+from .advantages import sequence_baseline
 from .losses import reinforce_loss
-
-BASELINES = ("none", "mean")
 
 
 class GaussianBandit:
@@ -88,23 +87,6 @@ class SoftmaxPolicy(torch.nn.Module):
         return self.log_probs()[actions]
 
 
-def batch_baseline(rewards: torch.Tensor, kind: str) -> torch.Tensor | float:
-    """The baseline b subtracted from each reward of a batch.
-
-    "none": b = 0. "mean": b_i = the mean reward of the OTHER samples of the batch (leave-one-out),
-    so b_i does not depend on the sample's own action and the gradient stays unbiased.
-    rewards (N,) -> 0.0 or (N,).
-    """
-    if kind not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
-    if kind == "none":
-        return 0.0
-    n = rewards.numel()
-    if n < 2:
-        raise ValueError("the leave-one-out mean baseline needs a batch of at least 2")
-    return (rewards.sum() - rewards) / (n - 1)
-
-
 def exact_policy_gradient(bandit: GaussianBandit, policy: SoftmaxPolicy) -> torch.Tensor:
     """The true gradient of V = sum_a pi(a) means[a] w.r.t. the logits: pi(k) * (means[k] - V), (K,)."""
     with torch.no_grad():
@@ -124,7 +106,7 @@ def gradient_estimates(bandit: GaussianBandit, policy: SoftmaxPolicy, *, batch_s
     for i in range(n_batches):
         actions = policy.sample(batch_size, generator)
         rewards = bandit.pull(actions)
-        loss = loss_fn(policy.log_prob(actions), rewards, batch_baseline(rewards, baseline))
+        loss = loss_fn(policy.log_prob(actions), rewards, sequence_baseline(rewards, baseline))
         (grad,) = torch.autograd.grad(loss, policy.logits)
         grads[i] = -grad
     return grads
@@ -135,13 +117,13 @@ def total_variance(samples: torch.Tensor) -> float:
     return float(samples.var(dim=0).sum())
 
 
-def train_reinforce(bandit: GaussianBandit, *, steps: int, batch_size: int, lr: float, baseline: str = "none",
+def train_bandit(bandit: GaussianBandit, *, steps: int, batch_size: int, lr: float, baseline: str = "none",
                     loss_fn: Callable = reinforce_loss, generator: torch.Generator | None = None,
                     policy: SoftmaxPolicy | None = None) -> dict:
     """REINFORCE on a bandit with plain SGD: sample a batch, pull, step on loss_fn(log pi(a), r, b).
 
     loss_fn(logprobs (N,), returns (N,), baseline) -> scalar, e.g. `losses.reinforce_loss`.
-    baseline: "none" or "mean" (see `batch_baseline`). policy: trained in place (a uniform one if None).
+    baseline: "none", "mean" or "leave_one_out" (see `advantages.sequence_baseline`). policy: trained in place (a uniform one if None).
     Returns {"mean_reward": batch mean reward per step, "expected_reward": true value V of the policy
     before each step, "prob_best": pi(best arm) before each step, "probs": final (K,) tensor, "policy"}.
     """
@@ -156,7 +138,7 @@ def train_reinforce(bandit: GaussianBandit, *, steps: int, batch_size: int, lr: 
         history["prob_best"].append(float(probs[bandit.best_arm]))
         actions = policy.sample(batch_size, generator)
         rewards = bandit.pull(actions)
-        loss = loss_fn(policy.log_prob(actions), rewards, batch_baseline(rewards, baseline))
+        loss = loss_fn(policy.log_prob(actions), rewards, sequence_baseline(rewards, baseline))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -186,7 +168,7 @@ def reuse_batch(bandit: GaussianBandit, policy: SoftmaxPolicy, actions: torch.Te
     """
     old_all = policy.log_probs().detach()
     old_logprobs = old_all[actions]
-    advantages = rewards - batch_baseline(rewards, "mean")
+    advantages = rewards - sequence_baseline(rewards, "leave_one_out")
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
     history: dict = {"ratio_min": [], "ratio_max": [], "kl": [], "expected_reward": [], "clip_fraction": [], "loss": []}
 

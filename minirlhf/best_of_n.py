@@ -19,7 +19,7 @@ The functions here are small and pure where they can be:
   pool of M >= n samples of one prompt;
 - `kl_best_of_n_analytic`, `best_of_n_probs`, `kl_best_of_n_exact`, `kl_best_of_n_monte_carlo`: three
   ways to get the KL;
-- `text_logprobs`: log pi(y | x) of whole responses given as text (what the Monte-Carlo estimate needs).
+- log pi(y | x) of whole responses given as text, which the Monte-Carlo estimate needs, is `logprobs.text_logprobs`.
 
 Shapes: P prompts, N samples per prompt, M samples in a pool, K distinct outcomes.
 """
@@ -30,11 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import encode_pairs
-from .evaluate import sample
-from .ppo import logprobs_from_logits
 from .reward import score
-from .tokenizer import TOKENIZER
+from .sampling import sample
 
 
 # ---------------------------------------------------------------- sampling and reranking
@@ -92,33 +89,6 @@ def best_of_n(policy, rm, prompts: list[str], n: int, seed: int = 0, *, unfinish
     if unfinished_reward is not None:
         rewards = rewards.masked_fill(~finished, unfinished_reward)
     return BestOfN(list(prompts), responses, rewards, finished, rewards.argmax(1))
-
-
-@torch.no_grad()
-def text_logprobs(policy, prompts: list[str], responses: list[str], finished: torch.Tensor | None = None,
-                  batch_size: int = 256) -> torch.Tensor:
-    """(N,) float64: log pi(y | x) = sum_t log pi(y_t | x, y_<t) of each whole response, EOS included.
-
-    Per-token log-probabilities are ppo.logprobs_from_logits at temperature 1 (PAD banned), the
-    distribution that `generate` samples from; texts in, where ppo.response_logprobs takes a Generation.
-    finished (N,) bool: rows False did not emit EOS, so EOS is not counted.
-    """
-    tokens, prompt_lengths = encode_pairs(list(zip(prompts, responses)))
-    positions = torch.arange(tokens.size(1))[None, :]
-    mask = (positions >= prompt_lengths[:, None]) & (tokens != TOKENIZER.pad_id)     # response tokens + EOS
-    if finished is not None:
-        is_eos = positions == (tokens != TOKENIZER.pad_id).sum(1, keepdim=True) - 1
-        mask &= ~(is_eos & ~finished.view(-1, 1).bool())
-    lengths = (tokens != TOKENIZER.pad_id).sum(1)
-    order = torch.argsort(lengths, stable=True)          # similar lengths together: little padding per batch
-    out = torch.empty(len(prompts), dtype=torch.float64)
-    for i in range(0, len(prompts), batch_size):
-        rows = order[i:i + batch_size]
-        width = int(lengths[rows].max())
-        t, m = tokens[rows, :width], mask[rows, :width]
-        logits = policy(t, t != TOKENIZER.pad_id)[:, :-1]
-        out[rows] = logprobs_from_logits(logits.double(), t[:, 1:], m[:, 1:])[0].sum(1)
-    return out
 
 
 # ---------------------------------------------------------------- the value of best-of-n from a pool
@@ -229,7 +199,7 @@ def kl_best_of_n_monte_carlo(selected_rewards: torch.Tensor, reference_rewards: 
 
     - selected_logprobs None: assumes a continuous reward (no two responses tie), so that
       pi_N(y) / pi(y) = n F(r)^(n-1) and KL ~ log n + (n - 1) mean log F_hat(r).
-    - selected_logprobs (..., S) = log pi(y) of each selected response (`text_logprobs`): no continuity
+    - selected_logprobs (..., S) = log pi(y) of each selected response (`logprobs.text_logprobs`): no continuity
       assumption. Identical responses are one outcome of probability pi(y), so
       pi_N(y) = F(r)^n - (F(r) - pi(y))^n, with F(r) >= pi(y); it assumes only identical responses tie.
     Both are consistent (S, R -> inf); with small R the estimate of F is coarse.

@@ -404,7 +404,7 @@ def agreement_rate(labels_1, labels_2) -> float:
     return sum(1 - abs(_WIN[x] - _WIN[y]) for x, y in zip(c1, c2)) / len(c1)
 
 
-def _kappa(x: list, y: list) -> float:
+def category_kappa(x: list, y: list) -> float:
     """Cohen's kappa of two aligned lists of categories: (p_o - p_e) / (1 - p_e); nan if p_e = 1."""
     n = len(x)
     p_o = sum(a == b for a, b in zip(x, y)) / n
@@ -419,20 +419,20 @@ def cohens_kappa(labels_1, labels_2) -> float:
     two raters with these label frequencies reach by chance. 1 = perfect, 0 = chance. nan when chance
     agreement is already 1 (both always give the same single answer). Inputs as for `agreement_rate`.
     """
-    return _kappa(*_aligned(labels_1, labels_2))
+    return category_kappa(*_aligned(labels_1, labels_2))
 
 
 def gold_agreement(labels: list[dict], gold_fn) -> float:
     """Share of a labeller's a/b labels that pick the response the gold taste rewards more.
 
-    gold_fn(response, prompt) -> float, like `reviews.gold_reward`. Ties and skips are left out, and
+    gold_fn(prompt, response) -> float, like `reviews.gold_reward`. Ties and skips are left out, and
     so are pairs whose two gold rewards are equal (no right answer). A simulated human at temperature
     T is expected to score `preferences.bayes_optimal_accuracy` on these pairs.
     """
     hits = []
     for r in labels:
         if r["choice"] in ("a", "b"):
-            g_a, g_b = gold_fn(r["response_a"], r["prompt"]), gold_fn(r["response_b"], r["prompt"])
+            g_a, g_b = gold_fn(r["prompt"], r["response_a"]), gold_fn(r["prompt"], r["response_b"])
             if g_a != g_b:
                 hits.append((r["choice"] == "a") == (g_a > g_b))
     if not hits:
@@ -503,7 +503,7 @@ def rating_agreement(ratings_1, ratings_2) -> dict[str, float]:
         raise ValueError(f"need two non-empty rating tensors of the same shape, got {tuple(r1.shape)} and {tuple(r2.shape)}")
     return {"exact": (r1 == r2).double().mean().item(),
             "mean_abs_diff": (r1 - r2).abs().double().mean().item(),
-            "kappa": _kappa(r1.tolist(), r2.tolist())}
+            "kappa": category_kappa(r1.tolist(), r2.tolist())}
 
 
 def compare_raters(raters, gold_rewards, pairs, generator: torch.Generator,
@@ -536,7 +536,7 @@ def simulate_student_labels(pairs, gold_fn, temperature: float, seed: int, path,
                             skip_rate: float = 0.05) -> list[dict]:
     """Label `pairs` as a simulated student would in the widget, into a new label file; return its labels.
 
-    The student compares with Bradley-Terry noise at `temperature` (gold_fn(response, prompt), like
+    The student compares with Bradley-Terry noise at `temperature` (gold_fn(prompt, response), like
     `reviews.gold_reward`), says "tie" when the two gold rewards are equal, skips a pair with
     probability `skip_rate`, and once mis-clicks and undoes it (on the first pair). Written through a
     `LabelingSession`, so the file is exactly what the widget writes. Refuses to touch an existing file.
@@ -548,8 +548,8 @@ def simulate_student_labels(pairs, gold_fn, temperature: float, seed: int, path,
     if not pairs:
         raise ValueError("no pairs to label")
     g = torch.Generator().manual_seed(seed)
-    g_a = torch.tensor([gold_fn(a, prompt) for prompt, a, _ in pairs], dtype=torch.float64)
-    g_b = torch.tensor([gold_fn(b, prompt) for prompt, _, b in pairs], dtype=torch.float64)
+    g_a = torch.tensor([gold_fn(prompt, a) for prompt, a, _ in pairs], dtype=torch.float64)
+    g_b = torch.tensor([gold_fn(prompt, b) for prompt, _, b in pairs], dtype=torch.float64)
     choices = bt_choices(g_a, g_b, temperature, g)
     skips = (torch.rand(len(pairs), generator=g, dtype=torch.float64) < skip_rate).tolist()
     session = LabelingSession(pairs, path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .logprobs import sampling_logits
 from .model import GPT, KVCache
 from .tokenizer import EOS_ID, PAD_ID
 
@@ -41,23 +42,6 @@ class Generation:
     def responses(self) -> list[list[int]]:
         """Each row's generated ids without PAD (EOS kept if emitted)."""
         return [row[keep].tolist() for row, keep in zip(self.response_tokens, self.response_mask)]
-
-
-def sampling_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                    pad_id: int = PAD_ID) -> torch.Tensor:
-    """(..., V) raw logits -> logits of the distribution `generate` samples from.
-
-    p(token) = softmax(logits / temperature), with PAD banned (it only fills batches and is never a
-    real token) and, if top_k, everything but the k largest logits removed (set to -inf).
-    PPO must compute its log-probabilities with this same function and temperature: its ratios
-    pi_new / pi_old and its KL penalty are only correct for the distribution the samples came from.
-    """
-    logits = logits / temperature
-    logits[..., pad_id] = float("-inf")
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
-    return logits
 
 
 def pick_next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,

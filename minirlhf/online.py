@@ -19,11 +19,12 @@ from dataclasses import replace
 
 import torch
 
-from .evaluate import sample
+from .evaluate import evaluate_policy
 from .model import GPT
-from .ppo import PPOConfig, evaluate_policy, train_ppo
-from .preferences import label_pairs, sample_preference_pairs
+from .ppo import PPOConfig, train_ppo
+from .preferences import label_pairs
 from .reward import RewardModel, encode_responses, gold_order_agreement, normalize_, score_pairs, train_reward_model
+from .sampling import sample, sample_preference_pairs
 
 
 def round_budgets(total: int, rounds: int) -> list[int]:
@@ -76,7 +77,7 @@ def iterated_rlhf(sft: GPT, prompts, gold_fn, *, rounds: int, label_budget: int,
                   opponent: str = "sft", seed: int = 0, log=print) -> tuple[GPT, dict]:
     """K = rounds rounds of (label pairs of the current policy, refit the RM on all labels so far, PPO).
 
-    prompts(n, seed) -> n prompt texts; gold_fn(response, prompt) -> the hidden human's reward, used to
+    prompts(n, seed) -> n prompt texts; gold_fn(prompt, response) -> the hidden human's reward, used to
     label (with Bradley-Terry noise) and to evaluate, never as a training reward. ppo.iterations is the
     TOTAL over all rounds. rm_steps(n_pairs) -> Bradley-Terry steps. After each round the policy is
     evaluated on eval_prompts (evaluate_policy, one sample each; rm_agreement_on_policy). opponent: what

@@ -55,23 +55,13 @@ def label_pairs(prompts: list[str], responses_a: list[str], responses_b: list[st
 
     Each pair is a dict {prompt, chosen, rejected, gold_chosen, gold_rejected}: "chosen" is what the
     noisy human preferred, which need not be the one with the higher gold reward.
-    gold_fn(response, prompt) -> float is the hidden taste (e.g. reviews.gold_reward).
+    gold_fn(prompt, response) -> float is the hidden taste (e.g. reviews.gold_reward).
     """
-    gold_a = [gold_fn(a, p) for a, p in zip(responses_a, prompts)]
-    gold_b = [gold_fn(b, p) for b, p in zip(responses_b, prompts)]
+    gold_a = [gold_fn(p, a) for p, a in zip(prompts, responses_a)]
+    gold_b = [gold_fn(p, b) for p, b in zip(prompts, responses_b)]
     prefers_a = sample_bt_labels(gold_a, gold_b, temperature, torch.Generator().manual_seed(seed)).tolist()
     pairs = []
     for p, a, b, ga, gb, first in zip(prompts, responses_a, responses_b, gold_a, gold_b, prefers_a):
         (c, gc), (r, gr) = ((a, ga), (b, gb)) if first else ((b, gb), (a, ga))
         pairs.append({"prompt": p, "chosen": c, "rejected": r, "gold_chosen": gc, "gold_rejected": gr})
     return pairs
-
-
-def sample_preference_pairs(policy, prompts: list[str], gold_fn, temperature: float = DEFAULT_TEMPERATURE,
-                            seed: int = 0) -> list[dict]:
-    """Two responses per prompt sampled from `policy`, then labelled by the simulated human (label_pairs)."""
-    from .evaluate import sample
-    samples = sample(policy, prompts + prompts, seed=seed)
-    n = len(prompts)
-    return label_pairs(prompts, [s.response for s in samples[:n]], [s.response for s in samples[n:]],
-                       gold_fn, temperature, seed=seed + 1)

@@ -4,8 +4,8 @@
 
 The last real token has attended to the whole prompt and response, so its hidden state can summarise
 both. Which column that is depends on the padding: left-padded rows (generation) end in the last
-column, right-padded rows (training data) end at column (number of real tokens - 1). `last_token_index`
-finds it from the attention mask either way; reading the wrong column is a classic silent bug.
+column, right-padded rows (training data) end at column (number of real tokens - 1).
+`logprobs.last_token_index` finds it from the attention mask either way; reading the wrong column is a classic silent bug.
 
 Shapes: B batch, T sequence length, d = d_model.
 """
@@ -15,31 +15,12 @@ import torch
 import torch.nn as nn
 
 from .data import encode_pairs
+from .logprobs import gather_last
 from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig, ScalarHead
 from .preferences import bt_probability
 from .tokenizer import TOKENIZER
 from .train import cosine_lr, make_optimizer, optimizer_step
-
-
-# ---------------------------------------------------------------- reading the last real token
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) mask, True on real tokens -> (B,) long, the column of each row's last real token.
-
-        index[b] = max { t : attention_mask[b, t] }
-
-    Right for left padding (T - 1), right padding (sum(mask) - 1) and rows with padding on both sides.
-    """
-    positions = torch.arange(attention_mask.size(1), device=attention_mask.device)
-    index = torch.where(attention_mask.bool(), positions, -1).max(1).values
-    if (index < 0).any():
-        raise ValueError("a row of attention_mask has no real token: every sequence needs at least one")
-    return index
-
-
-def gather_last(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """values (B, T), attention_mask (B, T) -> (B,) each row's value at its last real token."""
-    return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
 
 
 # ---------------------------------------------------------------- the model
@@ -93,7 +74,8 @@ def normalize_(rm: RewardModel, reference_tokens: torch.Tensor, reference_mask: 
     """
     if len(reference_tokens) < 2:
         raise ValueError("normalize_ needs at least 2 reference samples to measure a standard deviation")
-    raw = torch.cat([rm.raw_reward(reference_tokens[i:i + batch_size], reference_mask[i:i + batch_size])
+    device = next(rm.parameters()).device
+    raw = torch.cat([rm.raw_reward(reference_tokens[i:i + batch_size].to(device), reference_mask[i:i + batch_size].to(device))
                      for i in range(0, len(reference_tokens), batch_size)])
     std, mean = torch.std_mean(raw)
     rm.scale.fill_(1 / std)
@@ -123,10 +105,12 @@ def score(rm: RewardModel, prompts: list[str], responses: list[str], batch_size:
     if len(prompts) != len(responses):
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses: pass one prompt per response")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+    device = next(rm.parameters()).device
     rewards = torch.empty(len(prompts))
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        rewards[rows] = rm(*encode_responses([prompts[i] for i in rows], [responses[i] for i in rows])).float()
+        tokens, mask = encode_responses([prompts[i] for i in rows], [responses[i] for i in rows])
+        rewards[rows] = rm(tokens.to(device), mask.to(device)).float().cpu()
     return rewards
 
 
@@ -253,6 +237,8 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
         raise ValueError(f"steps must be >= 1, got {steps}")
     prompts, chosen, rejected = (list(column) for column in zip(*as_triples(pairs)))
     tokens, mask = encode_responses(prompts + prompts, chosen + rejected)   # rows: N chosen, then N rejected
+    device = next(rm.parameters()).device
+    tokens, mask = tokens.to(device), mask.to(device)
     if tokens.size(1) > rm.config.context_length:
         raise ValueError(f"a pair has {tokens.size(1)} tokens but the reward model's context is "
                          f"{rm.config.context_length}: drop long responses or use a bigger context")

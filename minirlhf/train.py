@@ -1,4 +1,4 @@
-"""Plain training loops for pretraining and SFT. Each returns its history of metrics."""
+"""Pretraining and SFT as plain loops that return their metrics, and the optimiser pieces every trainer shares."""
 from __future__ import annotations
 
 import math
@@ -58,11 +58,13 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc=progress)
+    device = next(model.parameters()).device
     model.train()
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
         tokens, loss_mask = next_batch(step)
+        tokens, loss_mask = tokens.to(device), None if loss_mask is None else loss_mask.to(device)
         loss = next_token_loss(model(tokens), tokens, loss_mask)
         optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip)
         history["loss"].append(loss.item())

@@ -1,7 +1,14 @@
-"""Shared test helpers."""
+"""Shared fixtures and the exercise-check helper."""
 import pytest
 
 from minirlhf import exercises as ex
+from minirlhf import zoo
+
+
+@pytest.fixture(scope="session")
+def sft_and_pairs():
+    """The shipped SFT model and preference pairs (do not train the model in place: load your own copy)."""
+    return zoo.load("reviews-sft"), zoo.load_pairs("reviews-pairs")
 
 
 def stub(*args):

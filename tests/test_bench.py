@@ -2,12 +2,12 @@
 import subprocess
 import sys
 
-from minirlhf.bench import BENCHMARKS, format_table, main
+from minirlhf.course.bench import BENCHMARKS, format_table, main
 
 
 def test_quick_bench_prints_the_table():
     # One thread: with two, a machine busy with other work can slow tiny ops down a hundredfold.
-    out = subprocess.run([sys.executable, "-m", "minirlhf.bench", "--quick", "--threads", "1"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "minirlhf", "bench", "--quick", "--threads", "1"], capture_output=True,
                          text=True, timeout=120, check=True).stdout
     for line in ["[matmul]", "dense fp32 matmul", "[train]", "tokens/s", "GFLOP/s", "of matmul",
                  "[generate]", "KV cache speedup", "greedy outputs match",

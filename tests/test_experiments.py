@@ -1,8 +1,10 @@
-"""The experiment commands whose results ship in data/results (run shortened here)."""
+"""course/experiments.py: the experiments behind the shipped results (quick runs)."""
+
 import pytest
 import torch
 
-from minirlhf import experiments, zoo
+from minirlhf import zoo
+from minirlhf.course import experiments
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.utils import seed_everything
 
@@ -33,14 +35,14 @@ def test_a_short_rm_sweep_measures_every_row():
 
 
 def test_shipped_rm_sweep_results():
-    sweep = experiments.load_results("rm_sweep")
+    sweep = zoo.load_results("rm_sweep")
     assert sweep["command"] == "python -m minirlhf.experiments rm-sweep"
     best = sweep["by_pairs"][-1]
     shipped = zoo.read_manifest()["reviews-rm"]["test"]
     # the sweep's biggest run is the zoo recipe itself: same data, seed and steps
     assert best["n_pairs"] == 4000 and best["ratio"] == pytest.approx(shipped["ratio"], abs=2e-3)
     with pytest.raises(FileNotFoundError, match="experiments"):
-        experiments.load_results("no_such_sweep")
+        zoo.load_results("no_such_sweep")
 
 
 def test_a_short_ppo_beta_sweep_keeps_plain_reproducible_histories():
@@ -51,3 +53,36 @@ def test_a_short_ppo_beta_sweep_keeps_plain_reproducible_histories():
         assert len(run["proxy_reward"]) == len(run["gold"]) == len(run["kl"]) == 2
         assert not any(k.startswith("t_") for k in run)          # timings would make the file differ run to run
         assert isinstance(run["samples"][0][0]["response"], str)
+
+
+def test_a_quick_online_rlhf_experiment_compares_one_round_with_two():
+    results = experiments.online_rlhf(quick=True, log=lambda line: None)
+    assert set(results["runs"]) == {"1 rounds, seed 0", "2 rounds, seed 0"}
+    for run in results["runs"].values():
+        k = run["n_rounds"]
+        assert len(run["rounds"]) == k and run["rounds"][-1]["labels"] == results["label_budget"]
+        assert run["ppo"]["round"][-1] == k - 1 and len(run["ppo"]["gold"]) == results["iterations"]
+
+
+def test_best_of_n_curve_starts_at_zero_rises_in_proxy_and_bounds_the_kl():
+    g = torch.Generator().manual_seed(0)
+    proxy = torch.randn(5, 16, generator=g)
+    gold = proxy + torch.randn(5, 16, generator=g)
+    curve = experiments.best_of_n_curve(proxy, gold, (1, 2, 4, 16))
+    assert curve["proxy_gain"][0] == pytest.approx(0, abs=1e-4) and curve["gold_gain"][0] == pytest.approx(0, abs=1e-4)
+    assert curve["kl_exact"][0] == pytest.approx(0, abs=1e-4)
+    assert all(a < b for a, b in zip(curve["proxy_gain"], curve["proxy_gain"][1:]))
+    assert all(e <= f + 1e-4 for e, f in zip(curve["kl_exact"], curve["kl_formula"]))
+    # n = pool size: always the pool's best
+    assert curve["proxy_gain"][-1] == pytest.approx(float(proxy.max(1).values.mean() - proxy.mean()), abs=1e-4)
+
+
+def test_a_quick_reward_hacking_run_records_best_of_n_and_ppo_for_each_rm():
+    results = experiments.reward_hacking(quick=True, log=lambda line: None)
+    assert set(results["rms"]) == {"64", "4000"}
+    for row in results["rms"].values():
+        assert 0 < row["test"]["ratio"] <= 1.05
+        assert row["best_of_n"]["n"] == [1, 2, 4]
+        run = row["ppo"]["0"]
+        assert len(run["proxy_reward"]) == len(run["gold"]) == len(run["kl"]) == 2
+        assert run["config"]["beta"] == results["beta"]

@@ -1,3 +1,4 @@
+""""""
 import json
 import math
 import os
@@ -288,7 +289,7 @@ def test_cohens_kappa_hand_value_and_edge_cases():
 
 def test_gold_agreement_skips_ties_skips_and_equal_gold():
     gold = {"good": 2.0, "bad": -1.0, "also good": 2.0}
-    gold_fn = lambda response, prompt: gold[response]
+    gold_fn = lambda prompt, response: gold[response]
     labels = [fb.make_label("p", "good", "bad", "a", 1), fb.make_label("p", "bad", "good", "a", 2),
               fb.make_label("p", "bad", "good", "b", 3), fb.make_label("p", "good", "bad", "tie", 4),
               fb.make_label("p", "good", "also good", "a", 5), fb.make_label("p", "bad", "good", "skip", 6)]
@@ -328,7 +329,7 @@ def test_rating_agreement_values():
 
 def test_raters_disagree_on_ratings_but_agree_on_comparisons():
     rng = random.Random(0)
-    gold = torch.tensor([reviews.gold_reward(reviews.sample_review(rng)) for _ in range(300)])
+    gold = torch.tensor([reviews.gold_reward(None, reviews.sample_review(rng)) for _ in range(300)])
     g = torch.Generator().manual_seed(0)
     rows = fb.compare_raters(fb.RATERS, gold, fb.random_pairs(len(gold), 1000, g), g)
     assert len(rows) == 7 and rows[-1]["raters"].startswith("two BT humans")
@@ -355,8 +356,8 @@ def test_simulated_student_file(tmp_path):
     assert sum(r["op"] == "undo" for r in records) == 1
     counts = {c: sum(r["choice"] == c for r in labels) for c in fb.CHOICES}
     assert counts["skip"] >= 1 and counts["tie"] >= 1 and counts["a"] + counts["b"] > 40
-    g_a = torch.tensor([reviews.gold_reward(a, p) for p, a, _ in pairs])
-    g_b = torch.tensor([reviews.gold_reward(b, p) for p, _, b in pairs])
+    g_a = torch.tensor([reviews.gold_reward(p, a) for p, a, _ in pairs])
+    g_b = torch.tensor([reviews.gold_reward(p, b) for p, _, b in pairs])
     unequal = g_a != g_b
     assert abs(fb.gold_agreement(labels, reviews.gold_reward) - bayes_optimal_accuracy(g_a[unequal], g_b[unequal], 0.5)) < 0.15
     again = fb.simulate_student_labels(pairs, reviews.gold_reward, 0.5, 0, tmp_path / "again.jsonl", skip_rate=0.1)

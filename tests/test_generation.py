@@ -1,11 +1,16 @@
+""""""
+
 import pytest
 import torch
 
-from minirlhf.generation import Generation, generate, pick_next_token, sample_text, sampling_logits
+from minirlhf.generation import Generation, generate, pick_next_token, sample_text
+from minirlhf.logprobs import sampling_logits
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER
 
 TINY = GPTConfig(vocab_size=57, context_length=32, d_model=32, n_layers=2, n_heads=4)
+
+
 PROMPTS = [[BOS_ID, 10, 11, 12], [BOS_ID, 20], [BOS_ID, 30, 31, 32, 33, 34, 35]]
 
 

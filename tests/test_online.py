@@ -1,7 +1,8 @@
+""""""
+
 import pytest
 import torch
 
-from minirlhf import experiments, zoo
 from minirlhf.online import fit_reward_model, identical_share, iterated_rlhf, round_budgets
 from minirlhf.ppo import PPOConfig
 from minirlhf.reward import score
@@ -19,11 +20,6 @@ def test_round_budgets_split_evenly_and_lose_nothing():
 def test_identical_share():
     pairs = [{"chosen": "a", "rejected": "a"}, {"chosen": "a", "rejected": "b"}]
     assert identical_share(pairs) == 0.5
-
-
-@pytest.fixture(scope="module")
-def sft_and_pairs():
-    return zoo.load("reviews-sft"), zoo.load_pairs("reviews-pairs")
 
 
 def test_fit_reward_model_is_normalised_on_the_given_samples(sft_and_pairs):
@@ -47,12 +43,3 @@ def test_iterated_rlhf_labels_the_current_policy_each_round_and_leaves_sft_alone
     assert history["ppo"]["round"] == [0, 0, 1, 1] and len(history["ppo"]["gold"]) == 4
     assert all(torch.equal(v, sft.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, before[k]) for k, v in policy.state_dict().items())
-
-
-def test_a_quick_online_rlhf_experiment_compares_one_round_with_two(sft_and_pairs):
-    results = experiments.online_rlhf(quick=True, log=lambda line: None)
-    assert set(results["runs"]) == {"1 rounds, seed 0", "2 rounds, seed 0"}
-    for run in results["runs"].values():
-        k = run["n_rounds"]
-        assert len(run["rounds"]) == k and run["rounds"][-1]["labels"] == results["label_budget"]
-        assert run["ppo"]["round"][-1] == k - 1 and len(run["ppo"]["gold"]) == results["iterations"]

@@ -4,20 +4,29 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from conftest import assert_check_behaves
-from minirlhf import exercises as ex
-from minirlhf import losses, zoo
+from minirlhf import zoo
 from minirlhf.generation import left_pad
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.preferences import bt_probability
 from minirlhf.reward import (RewardModel, as_triples, calibration_bins, encode_responses, evaluate_reward_model,
-                             expected_accuracy, gather_last, last_token_index, normalize_, pairwise_accuracy,
-                             preference_accuracy, score, train_reward_model)
+                             expected_accuracy, normalize_, pairwise_accuracy, preference_accuracy, score,
+                             train_reward_model)
 from minirlhf.tasks import reviews
 from minirlhf.tokenizer import PAD_ID, TOKENIZER
 from minirlhf.utils import seed_everything
+
+
+def test_score_batches_by_length_but_keeps_the_original_order():
+    rm = tiny_rm().eval()
+    prompts = ["review: soup\n", "review: fries\n", "review: cake\n", "review: view\n"]
+    responses = ["the soup was warm and the staff were lovely.", "i hated the fries.",
+                 "the cake was great.", ""]
+    one_by_one = torch.cat([score(rm, [p], [r]) for p, r in zip(prompts, responses)])
+    assert torch.allclose(score(rm, prompts, responses, batch_size=2), one_by_one, atol=1e-5)
+    with pytest.raises(ValueError, match="one prompt per response"):
+        score(rm, prompts, responses[:2])
+
 
 TINY = dict(vocab_size=TOKENIZER.vocab_size, context_length=96, d_model=32, n_layers=1, n_heads=2)
 
@@ -25,68 +34,6 @@ TINY = dict(vocab_size=TOKENIZER.vocab_size, context_length=96, d_model=32, n_la
 def tiny_rm(seed=0):
     seed_everything(seed)
     return RewardModel(GPTConfig(**TINY))
-
-
-# ---------------------------------------------------------------- losses
-def test_bradley_terry_loss_hand_values():
-    assert losses.bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == pytest.approx(math.log(2))
-    # margins 1 and -2: mean of log(1 + e^-1) and log(1 + e^2)
-    expected = (math.log(1 + math.e ** -1) + math.log(1 + math.e ** 2)) / 2
-    got = losses.bradley_terry_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))
-    assert got.item() == pytest.approx(expected, rel=1e-6)
-    # only the margin matters
-    assert losses.bradley_terry_loss(torch.tensor([11.0]), torch.tensor([10.0])).item() == pytest.approx(math.log(1 + math.e ** -1))
-
-
-def test_bradley_terry_loss_is_finite_with_finite_gradients_at_huge_margins():
-    chosen = torch.tensor([100.0, 0.0], requires_grad=True)
-    rejected = torch.tensor([0.0, 100.0], requires_grad=True)
-    loss = losses.bradley_terry_loss(chosen, rejected)
-    assert loss.item() == pytest.approx(50.0)                      # (~0 + 100) / 2
-    loss.backward()
-    # d/dr_c of -log sigma(m) / B = -(1 - sigma(m)) / B: ~0 for the right pair, -1/2 for the wrong one
-    assert torch.allclose(chosen.grad, torch.tensor([0.0, -0.5]), atol=1e-6)
-    assert torch.allclose(rejected.grad, -chosen.grad)
-
-
-def test_ranking_loss_is_the_mean_of_its_pairwise_losses():
-    r = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]])
-    by_hand = sum(-math.log(1 / (1 + math.exp(-(r[b, i] - r[b, j]).item())))
-                  for b in range(2) for i, j in [(0, 1), (0, 2), (1, 2)]) / 6   # C(3, 2) = 3 pairs per prompt
-    assert losses.ranking_loss(r).item() == pytest.approx(by_hand, rel=1e-6)
-    # K = 2 is Bradley-Terry
-    assert torch.allclose(losses.ranking_loss(r[:, :2]), losses.bradley_terry_loss(r[:, 0], r[:, 1]))
-
-
-def test_ranking_loss_mask_averages_each_prompt_over_its_own_pairs():
-    r = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 123.0]])
-    valid = torch.tensor([[True, True, True], [True, True, False]])   # prompt 2 has only 2 responses
-    expected = (losses.ranking_loss(r[:1]) + losses.bradley_terry_loss(r[1:, 0], r[1:, 1])) / 2
-    assert torch.allclose(losses.ranking_loss(r, valid), expected)
-    one_response = torch.tensor([[True, True, True], [True, False, False]])   # no pair: does not count
-    assert torch.allclose(losses.ranking_loss(r, one_response), losses.ranking_loss(r[:1]))
-
-
-def test_plackett_luce_hand_value_and_k2_is_bradley_terry():
-    r = torch.tensor([[1.0, 0.0, -1.0]])
-    # P = e^1 / (e^1 + e^0 + e^-1) * e^0 / (e^0 + e^-1)
-    p = math.e / (math.e + 1 + math.e ** -1) * 1 / (1 + math.e ** -1)
-    assert losses.plackett_luce_loss(r).item() == pytest.approx(-math.log(p), rel=1e-6)
-    pair = torch.tensor([[0.3, 1.2], [2.0, -1.0]])
-    assert torch.allclose(losses.plackett_luce_loss(pair), losses.bradley_terry_loss(pair[:, 0], pair[:, 1]))
-
-
-# ---------------------------------------------------------------- the last real token
-def test_last_token_index_for_left_right_and_no_padding():
-    mask = torch.tensor([[1, 1, 1, 0, 0],      # right-padded
-                         [0, 0, 1, 1, 1],      # left-padded
-                         [1, 1, 1, 1, 1],      # no padding
-                         [0, 1, 1, 0, 0]])     # padded on both sides
-    assert last_token_index(mask).tolist() == [2, 4, 4, 2]
-    values = torch.arange(20.0).view(4, 5)
-    assert gather_last(values, mask.bool()).tolist() == [2.0, 9.0, 14.0, 17.0]
-    with pytest.raises(ValueError, match="no real token"):
-        last_token_index(torch.tensor([[0, 0, 0]]))
 
 
 def test_reward_is_read_at_the_last_real_token_whatever_the_padding():
@@ -186,7 +133,7 @@ def gold_pairs(n, seed):
     while len(pairs) < n:
         topic = rng.choice(reviews.NOUNS)
         a, b = (reviews.sample_review(rng, topic=topic, max_sentences=1) for _ in range(2))
-        ga, gb = reviews.gold_reward(a), reviews.gold_reward(b)
+        ga, gb = reviews.gold_reward(None, a), reviews.gold_reward(None, b)
         if ga != gb:
             pairs.append((reviews.make_prompt(topic),) + ((a, b) if ga > gb else (b, a)))
     return pairs
@@ -206,63 +153,3 @@ def test_a_tiny_reward_model_learns_the_gold_taste():
 def test_training_refuses_pairs_longer_than_the_context():
     with pytest.raises(ValueError, match="context"):
         train_reward_model(tiny_rm(), [("review: soup\n", "the soup was warm." * 9, "x")], steps=1)
-
-
-# ---------------------------------------------------------------- exercise checks
-def bt_unstable(c, r):
-    return -torch.log(torch.sigmoid(c - r)).mean()
-
-
-def bt_softplus_by_hand(c, r):
-    return torch.log1p(torch.exp(r - c)).mean()
-
-
-def bt_swapped(c, r):
-    return -F.logsigmoid(r - c).mean()
-
-
-def bt_sum(c, r):
-    return -F.logsigmoid(c - r).sum()
-
-
-def bt_no_minus(c, r):
-    return F.logsigmoid(c - r).mean()
-
-
-def last_column(v, m):
-    return v[:, -1]
-
-
-def count_not_index(v, m):
-    return v.gather(1, m.long().sum(1, keepdim=True).clamp(max=v.size(1) - 1)).squeeze(1)
-
-
-def right_padding_only(v, m):
-    return v[torch.arange(v.size(0)), m.long().sum(1) - 1]
-
-
-def first_token(v, m):
-    return v[:, 0]
-
-
-CHECKS = [
-    (ex.check_bradley_terry_loss, losses.bradley_terry_loss,
-     [(bt_unstable, "unstable"), (bt_softplus_by_hand, "unstable"), (bt_swapped, "swapped"), (bt_sum, "not the sum"),
-      (bt_no_minus, "minus sign")]),
-    (ex.check_ranking_loss, losses.ranking_loss,
-     [(lambda r: -F.logsigmoid(r[:, :-1] - r[:, 1:]).mean(), "neighbours"),
-      (lambda r: -F.logsigmoid(r[:, :1] - r[:, 1:]).mean(), "only the best"),
-      (lambda r: losses.ranking_loss(r.flip(1)), "reversed"),
-      (lambda r: -F.logsigmoid(r[:, [0, 0, 1]] - r[:, [1, 2, 2]]).sum(1).mean() if r.size(1) == 3 else
-       -F.logsigmoid(r[:, :1] - r[:, 1:]).sum(1).mean(), "C\\(K, 2\\)"),
-      (lambda r: -torch.log(torch.sigmoid(r[:, [0, 0, 1]] - r[:, [1, 2, 2]])).mean() if r.size(1) == 3 else
-       losses.ranking_loss(r), "unstable")]),
-    (ex.check_gather_last, gather_last,
-     [(last_column, "last column"), (count_not_index, "off by one"), (right_padding_only, "only for RIGHT padding"),
-      (first_token, "first token")]),
-]
-
-
-@pytest.mark.parametrize("check,reference,wrongs", CHECKS, ids=[c[0].__name__ for c in CHECKS])
-def test_checks_accept_reference_fall_back_on_stub_and_reject_mistakes(check, reference, wrongs, capsys):
-    assert_check_behaves(check, reference, wrongs, capsys, reference=reference)

@@ -185,8 +185,8 @@ class GoldScore:
     off_topic: float
 
 
-def gold_breakdown(response: str, prompt: str | None = None) -> GoldScore:
-    """The hidden human taste, in parts.
+def gold_breakdown(prompt: str | None, response: str) -> GoldScore:
+    """The hidden human taste, in parts. prompt None: judge the text alone (no off-topic penalty).
 
     - sentiment: 2 x mean polarity of the adjectives/verbs it can read, in [-2, 2] (0 if none);
     - grammar: 1 per sentence that does not parse (a run-on counts as one);
@@ -219,6 +219,10 @@ def gold_breakdown(response: str, prompt: str | None = None) -> GoldScore:
     return GoldScore(total, sentiment, grammar, repetition, length, off_topic)
 
 
-def gold_reward(response: str, prompt: str | None = None) -> float:
-    """The gold (true human) reward of one response; see `gold_breakdown` for its parts."""
-    return gold_breakdown(response, prompt).total
+def gold_reward(prompt: str | None, response: str) -> float:
+    """The gold (true human) reward of one response to `prompt` (None: of a text alone); see `gold_breakdown`."""
+    return gold_breakdown(prompt, response).total
+
+
+# The task interface (tasks.Task) calls every task's gold reward or verifier `reward(prompt, response)`.
+reward = gold_reward

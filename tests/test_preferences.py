@@ -1,10 +1,10 @@
+"""preferences.py: Bradley-Terry labels from the gold human and the Bayes ceiling."""
 import math
 
 import pytest
 import torch
 
-from minirlhf import losses, preferences
-from minirlhf.advantages import discounted_returns
+from minirlhf import preferences
 
 
 def test_bt_probability_and_labels():
@@ -30,36 +30,6 @@ def test_bayes_accuracy_is_a_ceiling():
     assert preferences.bayes_optimal_accuracy(a, b, 1e6) == pytest.approx(0.5, abs=1e-4)
 
 
-def test_next_token_loss_hand_value_and_mask():
-    logits = torch.zeros(1, 3, 4)
-    logits[0, 0, 2] = math.log(3)  # p(2) = 3/6 at position 0
-    tokens = torch.tensor([[0, 2, 1]])
-    expected = (-math.log(0.5) + math.log(4)) / 2
-    assert losses.next_token_loss(logits, tokens).item() == pytest.approx(expected, rel=1e-6)
-    mask = torch.tensor([[True, False, True]])           # only the target at t=2 counts
-    assert losses.next_token_loss(logits, tokens, mask).item() == pytest.approx(math.log(4), rel=1e-6)
-    with pytest.raises(ValueError, match="agree"):
-        losses.next_token_loss(logits, tokens[:, :2])
-
-
-def test_sft_mask_and_that_prompt_tokens_get_no_gradient():
-    tokens = torch.tensor([[1, 5, 6, 7, 8, 2, 0]])
-    mask = losses.sft_loss_mask(tokens, torch.tensor([3]))
-    assert mask.tolist() == [[False, False, False, True, True, True, False]]
-    logits = torch.randn(1, 7, 10, requires_grad=True)
-    losses.next_token_loss(logits, tokens, mask).backward()
-    # position t predicts t+1: only positions 2, 3, 4 predict response tokens
-    assert logits.grad[0].abs().sum(-1).nonzero().flatten().tolist() == [2, 3, 4]
-
-
-def test_reinforce_loss_gradient_and_returns():
-    lp = torch.log(torch.tensor([0.5, 0.25], requires_grad=True))
-    loss = losses.reinforce_loss(lp, torch.tensor([1.0, 3.0]), baseline=2.0)
-    assert loss.item() == pytest.approx(-(math.log(0.5) * -1 + math.log(0.25) * 1) / 2)
-    assert discounted_returns(torch.tensor([1.0, 0.0, 2.0]), 0.5).tolist() == [1.5, 1.0, 2.0]
-    assert discounted_returns(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), 1.0).tolist() == [[2.0, 1.0], [1.0, 1.0]]
-
-
 def test_label_pairs_orders_by_the_noisy_human():
     from minirlhf.tasks import reviews
     prompts = [reviews.make_prompt("soup")] * 400
@@ -68,6 +38,6 @@ def test_label_pairs_orders_by_the_noisy_human():
                                     reviews.gold_reward, temperature=1.0, seed=0)
     right = sum(p["chosen"] == good for p in pairs) / len(pairs)
     assert abs(right - 1 / (1 + math.exp(-4))) < 0.03          # gold margin 4 at T = 1
-    assert all(p["gold_chosen"] == reviews.gold_reward(p["chosen"], p["prompt"]) for p in pairs)
+    assert all(p["gold_chosen"] == reviews.gold_reward(p["prompt"], p["chosen"]) for p in pairs)
     noiseless = preferences.label_pairs(prompts[:10], [bad] * 10, [good] * 10, reviews.gold_reward, temperature=0)
     assert all(p["chosen"] == good for p in noiseless)

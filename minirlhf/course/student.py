@@ -11,8 +11,8 @@ The student version replaces each region with `# YOUR CODE HERE` and `raise NotI
 notebooks/student/. The exercise checks see the NotImplementedError and fall back to the package's
 reference, so a student notebook with every exercise blank still runs top to bottom.
 
-    python -m minirlhf.student            # regenerate notebooks/student/
-    python -m minirlhf.student --check    # exit 1 if the committed student versions are stale
+    python -m minirlhf student            # regenerate notebooks/student/
+    python -m minirlhf student --check    # exit 1 if the committed student versions are stale
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from .utils import REPO_ROOT
+from ..utils import REPO_ROOT
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -73,8 +73,8 @@ def render(path: Path) -> str:
     return nbformat.writes(student_version(nb, path.name)) + "\n"
 
 
-def _main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minirlhf.student", description=__doc__.split("\n")[0])
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minirlhf student", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that notebooks/student/ is up to date")
     args = parser.parse_args(argv)
     stale = []
@@ -93,7 +93,7 @@ def _main(argv=None) -> int:
     if args.check:
         if stale or orphans:
             print(f"student notebooks out of date: {', '.join(stale + orphans)}. "
-                  f"Run `python -m minirlhf.student` and commit notebooks/student/.", file=sys.stderr)
+                  f"Run `python -m minirlhf student` and commit notebooks/student/.", file=sys.stderr)
             return 1
         print("student notebooks are up to date")
         return 0
@@ -102,6 +102,3 @@ def _main(argv=None) -> int:
     print(f"wrote {len(stale)} student notebook(s) to {STUDENT_DIR}; removed {len(orphans)} orphan(s)")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

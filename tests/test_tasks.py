@@ -1,31 +1,8 @@
-import random
+"""tasks/: the reviews grammar and gold taste, the arithmetic verifier, the task interface."""
 
 import pytest
-import torch
 
-from minirlhf import TOKENIZER, seed_everything
 from minirlhf.tasks import arithmetic, reviews
-
-
-def test_roundtrip_and_specials():
-    ids = TOKENIZER.encode("the soup was cold.", bos=True, eos=True)
-    assert ids[0] == TOKENIZER.bos_id and ids[-1] == TOKENIZER.eos_id
-    assert TOKENIZER.decode(ids) == "the soup was cold."
-    assert TOKENIZER.decode(ids + [TOKENIZER.pad_id], show_special=True) == "<bos>the soup was cold.<eos>"
-
-
-def test_encode_names_bad_character_and_position():
-    with pytest.raises(ValueError, match=r"'S' at position 4"):
-        TOKENIZER.encode("the Soup")
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        TOKENIZER.decode([999])
-
-
-def test_every_task_text_is_encodable():
-    for text in reviews.pretraining_corpus(300) + arithmetic.pretraining_corpus(300):
-        TOKENIZER.encode(text)
-    for p, r in reviews.sft_dataset(100) + arithmetic.sft_dataset(100):
-        TOKENIZER.encode(p + r)
 
 
 def test_corpus_is_grammatical_and_deterministic():
@@ -48,7 +25,8 @@ def test_grammar_rejects(text):
 
 
 def test_gold_prefers_positive_and_penalises_what_it_should():
-    g = reviews.gold_reward
+    def g(response, prompt=None):
+        return reviews.gold_reward(prompt, response)
     assert g("the soup was delicious.") == pytest.approx(2.0)
     assert g("the soup was cold.") == pytest.approx(-2.0)
     assert g("the soup was delicious but the staff were rude.") == pytest.approx(0.0)
@@ -56,7 +34,7 @@ def test_gold_prefers_positive_and_penalises_what_it_should():
     assert g("the soup was great. the soup was great.") == pytest.approx(2.0 - 1.0)  # 2 repeats * 0.5
     long = " ".join(["the soup was great.", "the pasta was tasty.", "the cake was lovely.",
                      "the bread was fresh.", "the view was perfect.", "the staff were friendly."])
-    parts = reviews.gold_breakdown(long)
+    parts = reviews.gold_breakdown(None, long)
     assert parts.length == pytest.approx(0.25 * (len(long.split()) - reviews.MAX_WORDS)) and parts.length > 0
     assert g("the pasta was great.", reviews.make_prompt("soup")) == pytest.approx(1.0)  # off topic
     assert g("") < -0.5
@@ -102,14 +80,6 @@ def test_arithmetic_corpus_has_the_slip_rate():
         arithmetic.pretraining_corpus(10, slip_rate=2)
 
 
-def test_seed_everything_is_deterministic():
-    def draw():
-        g = seed_everything(123)
-        return random.random(), torch.randn(3).tolist(), torch.rand(2, generator=g).tolist()
-    assert draw() == draw()
-    assert torch.get_num_threads() <= 2
-
-
 def test_grammar_samples_never_repeat_a_word():
     for text in reviews.pretraining_corpus(500, seed=1):
-        assert reviews.gold_breakdown(text).repetition == 0, text
+        assert reviews.gold_breakdown(None, text).repetition == 0, text

@@ -1,8 +1,8 @@
 """How fast is minirlhf on this machine, and how close is it to the machine's limit?
 
-    python -m minirlhf.bench               # everything, ~2 minutes
-    python -m minirlhf.bench --quick       # fewer new tokens, shorter timing, ~10 s (the smoke test)
-    python -m minirlhf.bench --only train  # one section (see --help for the names)
+    python -m minirlhf bench               # everything, ~2 minutes
+    python -m minirlhf bench --quick       # fewer new tokens, shorter timing, ~10 s (the smoke test)
+    python -m minirlhf bench --only train  # one section (see --help for the names)
 
 Every number comes from this run on this machine: a section warms up, then reports the median of a
 few timed repeats (time.perf_counter). Sections live in BENCHMARKS; add one by writing a function
@@ -14,7 +14,6 @@ import argparse
 import ctypes
 import inspect
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,10 +21,16 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .generation import generate
-from .model import GPT, GPTConfig, num_params, training_flops_per_token
-from .tokenizer import BOS_ID, TOKENIZER
-from .utils import DEFAULT_THREADS, seed_everything
+from .. import zoo
+from ..generation import generate
+from ..model import GPT, GPTConfig, num_params, training_flops_per_token
+from ..ppo import PPOConfig, train_ppo
+from ..preferences import DEFAULT_TEMPERATURE
+from ..reward import RewardModel, evaluate_reward_model, train_reward_model
+from ..tasks import reviews
+from ..tokenizer import BOS_ID, TOKENIZER
+from ..utils import DEFAULT_THREADS, seed_everything
+from .recipes import RECIPES
 
 Row = tuple[str, str, str]  # (what was measured, the result, a note)
 
@@ -156,10 +161,6 @@ def time_generate(model: GPT, prompts: list[list[int]], new_tokens: int, use_cac
 def bench_reward(opts: BenchOptions, results: dict) -> list[Row]:
     """Reward-model training speed on the shipped pairs (the zoo recipe's batch and model) and the shipped
     reviews-rm's held-out accuracy as a share of the Bayes ceiling of its noisy labels."""
-    from . import zoo
-    from .preferences import DEFAULT_TEMPERATURE
-    from .reward import RewardModel, evaluate_reward_model, train_reward_model
-
     pairs = zoo.load_pairs("reviews-pairs")
     rm = RewardModel.from_policy(zoo.load("reviews-sft"))
     steps = 2 if opts.quick else 10
@@ -167,7 +168,7 @@ def bench_reward(opts: BenchOptions, results: dict) -> list[Row]:
     start = time.perf_counter()
     train_reward_model(rm, pairs["train"][:steps * 32], steps=steps)
     per_step = (time.perf_counter() - start) / steps
-    recipe_steps = inspect.signature(zoo.RECIPES["reviews-rm"].train).parameters["steps"].default
+    recipe_steps = inspect.signature(RECIPES["reviews-rm"].train).parameters["steps"].default
     test = pairs["test"][:100] if opts.quick else pairs["test"]
     start = time.perf_counter()
     metrics = evaluate_reward_model(zoo.load("reviews-rm"), test, DEFAULT_TEMPERATURE)
@@ -187,10 +188,6 @@ def bench_ppo(opts: BenchOptions, results: dict) -> list[Row]:
     generation (KV-cached sampling), scoring (reward model + reference and old log-probs) and update
     (GAE + epochs of minibatch steps); and the full default run's time, extrapolated and as recorded
     by the zoo when reviews-ppo was built."""
-    from . import zoo
-    from .ppo import PPOConfig, train_ppo
-    from .tasks import reviews
-
     full = PPOConfig()
     config = PPOConfig(iterations=1 if opts.quick else 3, **({"batch_size": 8, "minibatches": 2} if opts.quick else {}))
     reference, rm = zoo.load("reviews-sft"), zoo.load("reviews-rm")
@@ -238,8 +235,8 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c}".rstrip() for a, b, c in rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minirlhf.bench", description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minirlhf bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer new tokens, shorter timing (~10 s)")
     parser.add_argument("--seconds", type=float, help="minimum timed seconds per measurement")
@@ -260,7 +257,4 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.only or BENCHMARKS:
         rows = BENCHMARKS[name](opts, results)
         print(f"\n[{name}]\n{format_table(rows)}", flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return 0

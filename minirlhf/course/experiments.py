@@ -1,10 +1,10 @@
 """Experiments too slow for a notebook cell: run them here, ship their results in data/results, plot them there.
 
-    python -m minirlhf.experiments rm-sweep           # accuracy vs number of pairs and vs RM size (~10 min)
-    python -m minirlhf.experiments rm-sweep --quick   # a 1-minute smoke run, written to a temp file
-    python -m minirlhf.experiments ppo-beta           # PPO with 3 KL coefficients (~10 min)
-    python -m minirlhf.experiments reward-hacking     # best-of-N and PPO against RMs of 3 data sizes (~20 min)
-    python -m minirlhf.experiments online-rlhf        # iterated online RLHF vs one round, same label budget (~25 min)
+    python -m minirlhf experiments rm-sweep           # accuracy vs number of pairs and vs RM size (~10 min)
+    python -m minirlhf experiments rm-sweep --quick   # a 1-minute smoke run, written to a temp file
+    python -m minirlhf experiments ppo-beta           # PPO with 3 KL coefficients (~10 min)
+    python -m minirlhf experiments reward-hacking     # best-of-N and PPO against RMs of 3 data sizes (~20 min)
+    python -m minirlhf experiments online-rlhf        # iterated online RLHF vs one round, same label budget (~25 min)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -19,17 +19,18 @@ from pathlib import Path
 
 import torch
 
-from . import zoo
-from .best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_exact, sample_pool
-from .model import GPT, GPTConfig
-from .online import iterated_rlhf
-from .ppo import PPOConfig, rl_history_for_meta, train_ppo
-from .preferences import DEFAULT_TEMPERATURE
-from .reward import RewardModel, evaluate_reward_model, score, train_reward_model
-from .tasks import reviews
-from .utils import DATA_DIR, seed_everything
-
-RESULTS_DIR = DATA_DIR / "results"
+from .. import zoo
+from ..best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_exact, sample_pool
+from ..model import GPT, GPTConfig
+from ..online import iterated_rlhf
+from ..ppo import PPOConfig, train_ppo
+from ..preferences import DEFAULT_TEMPERATURE
+from ..reward import RewardModel, evaluate_reward_model, score, train_reward_model
+from ..rl import rl_history_for_meta
+from ..tasks import reviews
+from ..utils import seed_everything
+from ..zoo import RESULTS_DIR, atomic_write_bytes
+from .recipes import run_recipe
 
 
 def truncated_policy(gpt: GPT, n_layers: int) -> GPT:
@@ -92,7 +93,7 @@ def rm_sweep(n_pairs=(250, 500, 1000, 2000, 4000), layers=(1, 2, 4), quick: bool
            **train_and_evaluate(scratch, pairs["train"][:n], test, steps=steps(n))}
     results["by_size"].append(row)
     log(f"scratch: {row}")
-    return {"command": "python -m minirlhf.experiments rm-sweep" + " --quick" * quick,
+    return {"command": "python -m minirlhf experiments rm-sweep" + " --quick" * quick,
             "test_pairs": len(test), "temperature": DEFAULT_TEMPERATURE, **results}
 
 
@@ -111,15 +112,15 @@ def ppo_beta(betas=(0.03, 0.1, 1.0), quick: bool = False, log=print) -> dict:
         last = {k: round(sum(v[-5:]) / len(v[-5:]), 3) for k, v in runs[str(beta)].items()
                 if k in ("proxy_reward", "gold", "kl")}
         log(f"beta {beta}: last 5 iterations {last}, {time.perf_counter() - start:.0f} s")
-    return {"command": "python -m minirlhf.experiments ppo-beta" + " --quick" * quick, "runs": runs}
+    return {"command": "python -m minirlhf experiments ppo-beta" + " --quick" * quick, "runs": runs}
 
 
 def train_rm(n_pairs: int, pairs: dict | None = None, sft: GPT | None = None, steps: int | None = None):
     """The zoo's reward-model recipe (reviews-rm: Bradley-Terry, then normalised on SFT samples) on the first
     n_pairs training pairs, for rm_steps(n_pairs) steps. Returns (rm, held-out metrics on the test pairs)."""
     pairs = pairs or zoo.load_pairs("reviews-pairs")
-    rm, history = zoo.run_recipe("reviews-rm", parent=sft or zoo.load("reviews-sft"), pairs=pairs,
-                                 n_pairs=n_pairs, steps=steps or rm_steps(n_pairs))
+    rm, history = run_recipe("reviews-rm", {"reviews-sft": sft or zoo.load("reviews-sft"), "reviews-pairs": pairs},
+                             n_pairs=n_pairs, steps=steps or rm_steps(n_pairs))
     return rm, history["test"]
 
 
@@ -159,9 +160,9 @@ def reward_hacking(n_pairs=(250, 1000, 4000), ns=(1, 2, 4, 8, 16, 32, 64, 128, 2
     responses, _ = sample_pool(sft, prompts, max(ns), seed=30)
     flat_prompts = [p for p in prompts for _ in range(max(ns))]
     flat = [r for row in responses for r in row]
-    gold = torch.tensor([reviews.gold_reward(r, p) for r, p in zip(flat, flat_prompts)]).view(len(prompts), -1)
+    gold = torch.tensor([reviews.gold_reward(p, r) for p, r in zip(flat_prompts, flat)]).view(len(prompts), -1)
     log(f"best-of-n pool: {len(flat)} SFT samples, {time.perf_counter() - start:.0f} s")
-    out = {"command": "python -m minirlhf.experiments reward-hacking" + " --quick" * quick, "beta": beta,
+    out = {"command": "python -m minirlhf experiments reward-hacking" + " --quick" * quick, "beta": beta,
            "pool": {"prompts": len(prompts), "samples_per_prompt": max(ns), "gold_mean": round(float(gold.mean()), 4)},
            "rms": {}}
     for n in n_pairs:
@@ -199,7 +200,7 @@ def online_rlhf(label_budget: int = 500, rounds=(1, 3), iterations: int = 90, be
     eval_prompts = reviews.prompts(16 if quick else 256, seed=40)
     config = PPOConfig(beta=beta, iterations=iterations, **({"batch_size": 8, "minibatches": 2} if quick else {}))
     steps = (lambda n: 4) if quick else rm_steps
-    out = {"command": "python -m minirlhf.experiments online-rlhf" + " --quick" * quick, "label_budget": label_budget,
+    out = {"command": "python -m minirlhf experiments online-rlhf" + " --quick" * quick, "label_budget": label_budget,
            "iterations": iterations, "beta": beta, "opponent": "sft", "runs": {}}
     for seed in seeds:
         for k in rounds:
@@ -217,30 +218,19 @@ def online_rlhf(label_budget: int = 500, rounds=(1, 3), iterations: int = 90, be
     return out
 
 
-def load_results(name: str) -> dict:
-    """A shipped result file, e.g. load_results("rm_sweep")."""
-    path = RESULTS_DIR / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}: run `python -m minirlhf.experiments {name.replace('_', '-')}`")
-    return json.loads(path.read_text())
-
-
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
                "online-rlhf": online_rlhf}
 
 
 def _main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minirlhf.experiments", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m minirlhf experiments", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(EXPERIMENTS))
     parser.add_argument("--quick", action="store_true", help="a short smoke run, written to a temp dir")
     args = parser.parse_args(argv)
     results = EXPERIMENTS[args.name](quick=args.quick)
     out_dir = Path(tempfile.mkdtemp()) if args.quick else RESULTS_DIR
     path = out_dir / f"{args.name.replace('-', '_')}.json"
-    zoo.atomic_write_bytes(path, (json.dumps(results, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(results, indent=1) + "\n").encode())
     print(f"wrote {path}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

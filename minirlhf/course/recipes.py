@@ -1,0 +1,275 @@
+"""The zoo's recipes: how every shipped checkpoint and data file is made, and the `zoo` command.
+
+A recipe declares everything it is built from: its `parent` (the model it starts from) and every other
+entry it `needs` (a reference model, a reward model, preference pairs). `build` resolves them in order
+inside the target folder, so a parent rebuilt there is what its children are built from. Adding a zoo
+entry is one Recipe here (and its line in the manifest, which `build` writes).
+
+    python -m minirlhf zoo list
+    python -m minirlhf zoo build [NAME ...]          # rebuild and overwrite (all by default)
+    python -m minirlhf zoo build --check [NAME ...]  # rebuild in a temp dir, compare with the shipped files
+    python -m minirlhf zoo verify                    # check every shipped file against the manifest
+
+Deterministic on the same machine and thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..model import GPT, GPTConfig
+from ..ppo import PPOConfig, train_ppo
+from ..preferences import DEFAULT_TEMPERATURE
+from ..reward import RewardModel, encode_responses, evaluate_reward_model, normalize_, train_reward_model
+from ..rl import rl_history_for_meta
+from ..sampling import sample_preference_pairs
+from ..tasks import arithmetic, reviews
+from ..tokenizer import TOKENIZER
+from ..train import pretrain, sft
+from ..utils import seed_everything
+from ..zoo import (ZOO_DIR, CheckpointError, atomic_write_bytes, load_entry, read_manifest, save_checkpoint,
+                   save_pairs, write_manifest)
+
+KINDS = ("gpt", "reward", "pairs")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a zoo entry is made.
+
+    kind "gpt": a GPT with `config`, a copy of `parent` if there is one; "reward": a RewardModel whose
+    trunk starts as a copy of `parent`; "pairs": labelled preference pairs sampled from `parent`.
+    train(model, inputs, **overrides) trains the model in place and returns its history ("pairs": returns
+    the pairs {split: [dicts]}); inputs maps each name in `needs` to that entry (a model or pairs).
+    """
+    name: str
+    description: str
+    config: dict
+    train: Callable[..., dict]
+    kind: str = "gpt"
+    parent: str | None = None
+    needs: tuple[str, ...] = ()
+    seed: int = 0
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Every entry this one is built from, the parent first."""
+        return tuple(dict.fromkeys(((self.parent,) if self.parent else ()) + self.needs))
+
+
+def _pretrain_reviews(model, inputs, steps=1500, lr=3e-3, n_texts=20000):
+    return pretrain(model, reviews.pretraining_corpus(n_texts, seed=0), steps=steps, lr=lr, seed=0)
+
+
+def _sft_reviews(model, inputs, steps=300, lr=1e-3, n_pairs=4000):
+    return sft(model, reviews.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
+
+
+def _pretrain_arithmetic(model, inputs, steps=2000, lr=3e-3, n_texts=20000):
+    return pretrain(model, arithmetic.pretraining_corpus(n_texts, seed=0), steps=steps, lr=lr, seed=0)
+
+
+def _sft_arithmetic(model, inputs, steps=300, lr=1e-3, n_pairs=4000):
+    return sft(model, arithmetic.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
+
+
+def _sample_reviews_pairs(policy, inputs, n_train=4000, n_test=1000, temperature=DEFAULT_TEMPERATURE):
+    """Two SFT samples per prompt, labelled by the simulated human; the test prompts are a separate draw."""
+    return {"train": sample_preference_pairs(policy, reviews.prompts(n_train, seed=10), reviews.gold_reward,
+                                             temperature, seed=10),
+            "test": sample_preference_pairs(policy, reviews.prompts(n_test, seed=11), reviews.gold_reward,
+                                            temperature, seed=11)}
+
+
+def _train_reviews_rm(rm, inputs, steps=250, lr=3e-4, n_pairs=4000, batch_size=32):
+    """Bradley-Terry on the first n_pairs training pairs (2 epochs at the defaults), then normalised to
+    mean 0 / std 1 on SFT samples (the responses of 1000 training pairs)."""
+    pairs = inputs["reviews-pairs"]
+    history = train_reward_model(rm, pairs["train"][:n_pairs], steps=steps, lr=lr, batch_size=batch_size)
+    reference = [(p["prompt"], p[side]) for p in pairs["train"][:1000] for side in ("chosen", "rejected")]
+    normalize_(rm, *encode_responses(*map(list, zip(*reference))))
+    history["test"] = evaluate_reward_model(rm, pairs["test"], DEFAULT_TEMPERATURE)
+    return history
+
+
+def _ppo_reviews(policy, inputs, **overrides):
+    """PPO from the SFT policy against reviews-rm (PPOConfig's defaults), gold reward tracked, never trained on."""
+    _, history = train_ppo(policy, inputs["reviews-sft"], inputs["reviews-rm"], reviews.prompts,
+                           PPOConfig(**overrides), gold_fn=reviews.gold_reward)
+    return history
+
+
+REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
+ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("reviews-base", "tiny GPT pretrained on mixed-sentiment reviews", REVIEWS_CONFIG, _pretrain_reviews),
+    Recipe("reviews-sft", "reviews-base fine-tuned to answer 'review: <noun>' prompts", REVIEWS_CONFIG,
+           _sft_reviews, parent="reviews-base", seed=1),
+    Recipe("reviews-pairs", "4000 train + 1000 test pairs of reviews-sft samples labelled by the noisy gold human",
+           REVIEWS_CONFIG, _sample_reviews_pairs, kind="pairs", parent="reviews-sft", seed=10),
+    Recipe("reviews-rm", "Bradley-Terry reward model: reviews-sft trunk, trained on the 4000 reviews-pairs",
+           REVIEWS_CONFIG, _train_reviews_rm, kind="reward", parent="reviews-sft", needs=("reviews-pairs",)),
+    Recipe("reviews-ppo", "reviews-sft fine-tuned with PPO against reviews-rm (ppo.PPOConfig defaults)",
+           REVIEWS_CONFIG, _ppo_reviews, parent="reviews-sft", needs=("reviews-sft", "reviews-rm")),
+    Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
+    Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
+           _sft_arithmetic, parent="arithmetic-base", seed=1),
+]}
+
+
+def check_recipes(recipes: dict[str, Recipe]) -> None:
+    """Every recipe's kind is known and everything it depends on is a recipe listed BEFORE it."""
+    seen: set[str] = set()
+    for name, r in recipes.items():
+        if r.kind not in KINDS:
+            raise ValueError(f"recipe {name}: kind must be one of {KINDS}, got {r.kind!r}")
+        if r.kind in ("reward", "pairs") and r.parent is None:
+            raise ValueError(f"recipe {name}: a {r.kind} recipe needs a parent policy")
+        late = [d for d in r.depends_on if d not in seen]
+        if late:
+            raise ValueError(f"recipe {name} is built from {late}, which must be recipes listed before it")
+        seen.add(name)
+
+
+check_recipes(RECIPES)
+
+
+def recipe(name: str, recipes: dict[str, Recipe] = RECIPES) -> Recipe:
+    if name not in recipes:
+        raise KeyError(f"no zoo recipe named {name!r}; the zoo has: {', '.join(recipes)}")
+    return recipes[name]
+
+
+def run_recipe(name: str, inputs: dict | None = None, recipes: dict[str, Recipe] = RECIPES,
+               **overrides) -> tuple[torch.nn.Module | dict, dict]:
+    """Make the entry of recipe `name` from what it is built from; returns (model, history).
+
+    inputs: {name: model or pairs} for each entry in the recipe's depends_on; any left out are loaded
+    from the shipped zoo. A "pairs" recipe returns ({split: [pair dicts]}, {}) instead. overrides change
+    the training function's keyword arguments (e.g. steps=100 for a quick demo); the zoo is built with
+    the defaults.
+    """
+    r = recipe(name, recipes)
+    inputs = dict(inputs or {})
+    for dep in r.depends_on:
+        if dep not in inputs:
+            inputs[dep] = load_entry(dep)
+    parent = inputs.get(r.parent)
+    seed_everything(r.seed)   # after loading: building a model draws random numbers (its init)
+    if r.kind == "pairs":
+        return r.train(parent, inputs, **overrides), {}
+    if r.kind == "reward":
+        model = RewardModel.from_policy(parent)
+    elif parent is not None:
+        model = GPT(GPTConfig.from_dict(parent.config.to_dict()))
+        model.load_state_dict(parent.state_dict())
+    else:
+        model = GPT(GPTConfig(**r.config))
+    return model, r.train(model, inputs, **overrides)
+
+
+def _save(name: str, r: Recipe, model, history: dict, zoo_dir: Path, seconds: float) -> tuple[dict, str]:
+    """Write one built entry to zoo_dir; returns (its manifest entry, a one-line summary)."""
+    entry = {"kind": r.kind, "parent": r.parent, "needs": list(r.depends_on), "description": r.description,
+             "build_seconds": round(seconds)}
+    if r.kind == "pairs":
+        entry["file"] = f"{name}.json.gz"
+        entry["sha256"] = save_pairs(Path(zoo_dir) / entry["file"], model, name=name)
+        entry["sizes"] = {split: len(rows) for split, rows in model.items()}
+        return entry, ", ".join(f"{len(rows)} {split}" for split, rows in model.items()) + " pairs"
+    entry.update(file=f"{name}.pt", config=r.config)
+    if "loss" not in history:   # an RL run: per-iteration metrics instead of a loss curve
+        meta = {"history": rl_history_for_meta(history)}
+        final = {k: round(sum(v[-5:]) / len(v[-5:]), 4) for k, v in meta["history"].items()
+                 if k in ("proxy_reward", "gold", "kl", "response_length")}
+        entry["final"] = final
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in final.items()) + " (last 5 iterations)"
+    else:
+        final_loss = round(sum(history["loss"][-20:]) / len(history["loss"][-20:]), 4)
+        meta = {"final_loss": final_loss, "loss_curve": [round(x, 4) for x in history["loss"]]}
+        entry["final_loss"] = final_loss
+        if "test" in history:   # a reward model's held-out metrics
+            meta["test"] = entry["test"] = {k: round(v, 4) for k, v in history["test"].items()}
+        summary = f"loss {final_loss:.4f}"
+    entry["sha256"] = save_checkpoint(Path(zoo_dir) / entry["file"], model, name=name, kind=r.kind, meta=meta)
+    return entry, summary
+
+
+def build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, recipes: dict[str, Recipe] = RECIPES,
+          log=lambda line: print(line, flush=True)) -> dict:
+    """Run the recipes `names` (all by default) in dependency order and write their files and manifest
+    entries to zoo_dir. What a recipe is built from comes from this build if it is rebuilt here, else
+    from zoo_dir: never from another folder. Returns the manifest."""
+    names = list(names or recipes)
+    for n in names:
+        recipe(n, recipes)
+    manifest = read_manifest(zoo_dir)
+    made: dict[str, torch.nn.Module | dict] = {}
+    for name in [n for n in recipes if n in names]:
+        r = recipes[name]
+        inputs = {dep: made[dep] if dep in made else load_entry(dep, zoo_dir) for dep in r.depends_on}
+        start = time.perf_counter()
+        model, history = run_recipe(name, inputs, recipes)
+        seconds = time.perf_counter() - start
+        manifest[name], summary = _save(name, r, model, history, zoo_dir, seconds)
+        write_manifest(manifest, zoo_dir)
+        made[name] = model
+        log(f"{name}: {summary}, {seconds:.0f} s -> {Path(zoo_dir) / manifest[name]['file']}")
+    return manifest
+
+
+def check_build(names: list[str] | None = None, zoo_dir: Path = ZOO_DIR, recipes: dict[str, Recipe] = RECIPES,
+                log=lambda line: print(line, flush=True)) -> dict[str, bool]:
+    """Rebuild `names` in a temporary copy of zoo_dir; {name: True if the rebuilt file is byte-identical}."""
+    manifest = read_manifest(zoo_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_manifest(manifest, Path(tmp))
+        for entry in manifest.values():      # what is not rebuilt comes from the shipped files
+            src = Path(zoo_dir) / entry["file"]
+            if src.is_file():
+                atomic_write_bytes(Path(tmp) / entry["file"], src.read_bytes())
+        rebuilt = build(names, zoo_dir=Path(tmp), recipes=recipes, log=log)
+    return {n: manifest.get(n, {}).get("sha256") == rebuilt[n]["sha256"] for n in (names or list(recipes))}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minirlhf zoo", description="List, build and verify the checkpoint zoo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="show the recipes and what is shipped")
+    b = sub.add_parser("build", help="rebuild entries with their recipes (and what they are built from, in order)")
+    b.add_argument("names", nargs="*", help=f"which (default: all): {', '.join(RECIPES)}")
+    b.add_argument("--check", action="store_true", help="build into a temp dir and compare with the shipped files")
+    sub.add_parser("verify", help="check every shipped file against the manifest")
+    args = parser.parse_args(argv)
+
+    manifest = read_manifest()
+    if args.command == "list":
+        for name, r in RECIPES.items():
+            shipped = "shipped" if name in manifest else "not built"
+            built_from = f" (from {', '.join(r.depends_on)})" if r.depends_on else ""
+            print(f"{name:18s} {shipped:9s} {r.description}{built_from}")
+        return 0
+    if args.command == "verify":
+        bad = 0
+        for name in RECIPES:
+            try:
+                load_entry(name)
+                print(f"{name}: ok")
+            except CheckpointError as e:
+                bad += 1
+                print(f"{name}: {e}")
+        return 1 if bad else 0
+    if args.check:
+        same = check_build(args.names)
+        for n, ok in same.items():
+            print(f"{n}: {'identical to the shipped file' if ok else 'DIFFERS from the shipped file'}")
+        return 0 if all(same.values()) else 1
+    build(args.names)
+    return 0

@@ -1,0 +1,95 @@
+"""advantages.py: GAE, whitening, masked statistics and the sequence baselines."""
+
+import pytest
+import torch
+
+from minirlhf.advantages import gae, masked_mean, masked_var, sequence_baseline, whiten
+
+
+# ---------------------------------------------------------------- GAE and whitening
+def naive_gae(rewards, values, mask, gamma, lam):
+    """Row by row, over the real tokens only, straight from the definitions."""
+    adv, ret = torch.zeros_like(rewards), torch.zeros_like(rewards)
+    for b in range(rewards.size(0)):
+        n = int(mask[b].sum())
+        r, v = rewards[b, :n].tolist(), values[b, :n].tolist() + [0.0]   # V = 0 after the last real token
+        a = 0.0
+        for t in reversed(range(n)):
+            delta = r[t] + gamma * v[t + 1] - v[t]
+            a = delta + gamma * lam * a
+            adv[b, t], ret[b, t] = a, a + v[t]
+    return adv, ret
+
+
+def padded_batch(seed=0, B=4, T=7):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([T, 1, 4, 6])[:B]
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    return torch.randn(B, T, generator=g), torch.randn(B, T, generator=g), mask
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.8), (1.0, 1.0), (1.0, 0.0), (0.0, 0.95), (0.5, 0.5)])
+def test_gae_matches_a_naive_per_row_loop_with_padding(gamma, lam):
+    rewards, values, mask = padded_batch()
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    want_adv, want_ret = naive_gae(rewards, values, mask, gamma, lam)
+    torch.testing.assert_close(adv, want_adv)
+    torch.testing.assert_close(ret, want_ret)
+    assert (adv[~mask] == 0).all() and (ret[~mask] == 0).all()
+
+
+def test_gae_edge_cases_lam_1_is_monte_carlo_and_lam_0_is_td():
+    rewards, values, mask = padded_batch(1)
+    m = mask.float()
+    # lam = 1, gamma = 1: A_t = (sum of rewards from t to the end) - V_t
+    future = (rewards * m).flip(1).cumsum(1).flip(1)
+    torch.testing.assert_close(gae(rewards, values, mask, 1.0, 1.0)[0], (future - values) * m)
+    # lam = 0: A_t = r_t + gamma V_{t+1} - V_t, V = 0 after the last real token
+    next_v = torch.cat([values[:, 1:] * m[:, 1:], torch.zeros(4, 1)], 1)
+    torch.testing.assert_close(gae(rewards, values, mask, 0.9, 0.0)[0], (rewards + 0.9 * next_v - values) * m)
+    # gamma = 0: only the immediate reward counts, whatever lam
+    torch.testing.assert_close(gae(rewards, values, mask, 0.0, 0.95)[0], (rewards - values) * m)
+
+
+def test_gae_hand_values_score_at_the_end():
+    # one response of 3 tokens, reward 1 at the end, V = 0: every advantage is lam^(T-1-t)
+    adv, ret = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool), 1.0, 0.5)
+    torch.testing.assert_close(adv, torch.tensor([[0.25, 0.5, 1.0]]))
+    torch.testing.assert_close(ret, adv)
+
+
+def test_gae_ignores_whatever_the_padding_holds():
+    rewards, values, mask = padded_batch(2)
+    junk_r, junk_v = rewards.clone(), values.clone()
+    junk_r[~mask], junk_v[~mask] = 1e6, -1e6
+    for a, b in zip(gae(rewards, values, mask), gae(junk_r, junk_v, mask)):
+        torch.testing.assert_close(a, b)
+
+
+def test_gae_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        gae(torch.zeros(2, 3), torch.zeros(2, 4), torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_whiten_over_the_mask_only():
+    x, _, mask = padded_batch(3)
+    x = x * 3 + 5
+    x[~mask] = 1e4                                     # padding must not move the statistics
+    w = whiten(x, mask)
+    real = w[mask]
+    assert real.mean().abs() < 1e-5 and real.std().item() == pytest.approx(1.0, abs=1e-4)
+    assert (w[~mask] == 0).all()
+    kept = whiten(x, mask, shift_mean=False)[mask]
+    assert kept.mean().item() == pytest.approx(x[mask].mean().item(), rel=1e-4)      # the mean stays, the spread is 1
+    assert kept.std().item() == pytest.approx(1.0, abs=1e-4)
+    assert masked_mean(x, mask).item() == pytest.approx(x[mask].mean().item(), rel=1e-6)
+    assert masked_var(x, mask).item() == pytest.approx(x[mask].var().item(), rel=1e-5)
+
+
+def test_sequence_baselines_hand_values():
+    g = torch.tensor([1.0, 2.0, 6.0])
+    torch.testing.assert_close(sequence_baseline(g, "none"), torch.zeros(3))
+    torch.testing.assert_close(sequence_baseline(g, "mean"), torch.full((3,), 3.0))
+    torch.testing.assert_close(sequence_baseline(g, "leave_one_out"), torch.tensor([4.0, 3.5, 1.5]))
+    with pytest.raises(ValueError, match="baseline"):
+        sequence_baseline(g, "median")

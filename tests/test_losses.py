@@ -1,0 +1,87 @@
+"""losses.py: every objective as a pure function, by hand values and gradients."""
+import math
+
+import pytest
+import torch
+
+from minirlhf import losses
+from minirlhf.advantages import discounted_returns
+
+
+def test_next_token_loss_hand_value_and_mask():
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 2] = math.log(3)  # p(2) = 3/6 at position 0
+    tokens = torch.tensor([[0, 2, 1]])
+    expected = (-math.log(0.5) + math.log(4)) / 2
+    assert losses.next_token_loss(logits, tokens).item() == pytest.approx(expected, rel=1e-6)
+    mask = torch.tensor([[True, False, True]])           # only the target at t=2 counts
+    assert losses.next_token_loss(logits, tokens, mask).item() == pytest.approx(math.log(4), rel=1e-6)
+    with pytest.raises(ValueError, match="agree"):
+        losses.next_token_loss(logits, tokens[:, :2])
+
+
+def test_sft_mask_and_that_prompt_tokens_get_no_gradient():
+    tokens = torch.tensor([[1, 5, 6, 7, 8, 2, 0]])
+    mask = losses.sft_loss_mask(tokens, torch.tensor([3]))
+    assert mask.tolist() == [[False, False, False, True, True, True, False]]
+    logits = torch.randn(1, 7, 10, requires_grad=True)
+    losses.next_token_loss(logits, tokens, mask).backward()
+    # position t predicts t+1: only positions 2, 3, 4 predict response tokens
+    assert logits.grad[0].abs().sum(-1).nonzero().flatten().tolist() == [2, 3, 4]
+
+
+def test_reinforce_loss_gradient_and_returns():
+    lp = torch.log(torch.tensor([0.5, 0.25], requires_grad=True))
+    loss = losses.reinforce_loss(lp, torch.tensor([1.0, 3.0]), baseline=2.0)
+    assert loss.item() == pytest.approx(-(math.log(0.5) * -1 + math.log(0.25) * 1) / 2)
+    assert discounted_returns(torch.tensor([1.0, 0.0, 2.0]), 0.5).tolist() == [1.5, 1.0, 2.0]
+    assert discounted_returns(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), 1.0).tolist() == [[2.0, 1.0], [1.0, 1.0]]
+
+
+# ---------------------------------------------------------------- losses
+def test_bradley_terry_loss_hand_values():
+    assert losses.bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == pytest.approx(math.log(2))
+    # margins 1 and -2: mean of log(1 + e^-1) and log(1 + e^2)
+    expected = (math.log(1 + math.e ** -1) + math.log(1 + math.e ** 2)) / 2
+    got = losses.bradley_terry_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # only the margin matters
+    assert losses.bradley_terry_loss(torch.tensor([11.0]), torch.tensor([10.0])).item() == pytest.approx(math.log(1 + math.e ** -1))
+
+
+def test_bradley_terry_loss_is_finite_with_finite_gradients_at_huge_margins():
+    chosen = torch.tensor([100.0, 0.0], requires_grad=True)
+    rejected = torch.tensor([0.0, 100.0], requires_grad=True)
+    loss = losses.bradley_terry_loss(chosen, rejected)
+    assert loss.item() == pytest.approx(50.0)                      # (~0 + 100) / 2
+    loss.backward()
+    # d/dr_c of -log sigma(m) / B = -(1 - sigma(m)) / B: ~0 for the right pair, -1/2 for the wrong one
+    assert torch.allclose(chosen.grad, torch.tensor([0.0, -0.5]), atol=1e-6)
+    assert torch.allclose(rejected.grad, -chosen.grad)
+
+
+def test_ranking_loss_is_the_mean_of_its_pairwise_losses():
+    r = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]])
+    by_hand = sum(-math.log(1 / (1 + math.exp(-(r[b, i] - r[b, j]).item())))
+                  for b in range(2) for i, j in [(0, 1), (0, 2), (1, 2)]) / 6   # C(3, 2) = 3 pairs per prompt
+    assert losses.ranking_loss(r).item() == pytest.approx(by_hand, rel=1e-6)
+    # K = 2 is Bradley-Terry
+    assert torch.allclose(losses.ranking_loss(r[:, :2]), losses.bradley_terry_loss(r[:, 0], r[:, 1]))
+
+
+def test_ranking_loss_mask_averages_each_prompt_over_its_own_pairs():
+    r = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 123.0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])   # prompt 2 has only 2 responses
+    expected = (losses.ranking_loss(r[:1]) + losses.bradley_terry_loss(r[1:, 0], r[1:, 1])) / 2
+    assert torch.allclose(losses.ranking_loss(r, valid), expected)
+    one_response = torch.tensor([[True, True, True], [True, False, False]])   # no pair: does not count
+    assert torch.allclose(losses.ranking_loss(r, one_response), losses.ranking_loss(r[:1]))
+
+
+def test_plackett_luce_hand_value_and_k2_is_bradley_terry():
+    r = torch.tensor([[1.0, 0.0, -1.0]])
+    # P = e^1 / (e^1 + e^0 + e^-1) * e^0 / (e^0 + e^-1)
+    p = math.e / (math.e + 1 + math.e ** -1) * 1 / (1 + math.e ** -1)
+    assert losses.plackett_luce_loss(r).item() == pytest.approx(-math.log(p), rel=1e-6)
+    pair = torch.tensor([[0.3, 1.2], [2.0, -1.0]])
+    assert torch.allclose(losses.plackett_luce_loss(pair), losses.bradley_terry_loss(pair[:, 0], pair[:, 1]))
