@@ -15,12 +15,14 @@ def stub(*args):
     raise NotImplementedError()
 
 
-def assert_check_behaves(check, right, wrongs, capsys, reference=None):
-    """An exercise check accepts a right answer (returning it), falls back on the package's reference for a
-    stub that raises NotImplementedError (`reference` itself, if given), and rejects every (wrong answer,
-    hint regex) with that hint."""
-    assert check(right) is right
-    assert "correct" in capsys.readouterr().out
+def assert_check_behaves(check, rights, wrongs, capsys, reference=None):
+    """An exercise check accepts every right answer in `rights` (returning it, with its "correct" line), falls
+    back on the package's reference for a stub that raises NotImplementedError (`reference` itself, if given),
+    and rejects every (wrong answer, hint regex) with that hint: wrong values, right values of a wrong type,
+    right values with a wrong gradient."""
+    for right in rights:
+        assert check(right) is right
+        assert "correct on" in capsys.readouterr().out
     fallback = check(stub)
     assert fallback is not stub and callable(fallback)
     if reference is not None:

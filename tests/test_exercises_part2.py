@@ -1,6 +1,10 @@
-"""exercises/part2.py: every check of notebooks 06-08 accepts right answers and rejects plausible mistakes."""
+"""exercises/part2.py: every check of notebooks 06-08 accepts right answers (the reference and one written
+differently), falls back on a stub, and rejects plausible mistakes, right values of a wrong type and, for
+the functions that feed an optimiser, right values with a wrong gradient."""
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,10 +14,120 @@ from minirlhf import losses
 from minirlhf.best_of_n import best_of_n_probs, best_of_n_weights, kl_best_of_n_exact
 from minirlhf.feedback import category_kappa
 from minirlhf.logprobs import gather_last
-from conftest import assert_check_behaves, stub
+from conftest import assert_check_behaves
 
 
-# ---------------------------------------------------------------- exercise checks (notebook 08)
+# ---------------------------------------------------------------- 06 Cohen's kappa
+def kappa_counter(x, y):                  # right: with collections.Counter
+    n, fx, fy = len(x), Counter(x), Counter(y)
+    p_o = sum(a == b for a, b in zip(x, y)) / n
+    p_e = sum(fx[c] * fy[c] for c in fx) / n ** 2
+    return (p_o - p_e) / (1 - p_e)
+
+
+def raw_agreement(x, y):
+    return sum(a == b for a, b in zip(x, y)) / len(x)
+
+
+def uniform_chance(x, y):
+    k = len(set(x) | set(y))
+    return (raw_agreement(x, y) - 1 / k) / (1 - 1 / k)
+
+
+def kappa_no_denominator(x, y):
+    n = len(x)
+    return raw_agreement(x, y) - sum(x.count(c) / n * y.count(c) / n for c in set(x) | set(y))
+
+
+# ---------------------------------------------------------------- 07 Bradley-Terry loss
+def bt_softplus(c, r):                    # right: -log sigma(m) = softplus(-m), stable
+    return F.softplus(r - c).mean()
+
+
+def bt_unstable(c, r):
+    return -torch.log(torch.sigmoid(c - r)).mean()
+
+
+def bt_softplus_by_hand(c, r):
+    return torch.log1p(torch.exp(r - c)).mean()
+
+
+def bt_swapped(c, r):
+    return -F.logsigmoid(r - c).mean()
+
+
+def bt_sum(c, r):
+    return -F.logsigmoid(c - r).sum()
+
+
+def bt_no_minus(c, r):
+    return F.logsigmoid(c - r).mean()
+
+
+# ---------------------------------------------------------------- 07 the last real token
+def last_by_where(v, m):                  # right: the notebook's max over where(mask, positions, -1)
+    last = torch.where(m.bool(), torch.arange(m.size(1)), -1).max(dim=1).values
+    return v.gather(1, last[:, None]).squeeze(1)
+
+
+def last_by_flip(v, m):                   # right: the first True of the reversed row
+    last = m.size(1) - 1 - m.long().flip(1).argmax(1)
+    return v[torch.arange(v.size(0)), last]
+
+
+def last_by_one_hot(v, m):                # right: a one-hot product (the gradient reaches that position only)
+    first_of_rest = m.long().flip(1).cumsum(1).flip(1) == 1
+    return (v * (first_of_rest & m)).sum(1)
+
+
+def last_column(v, m):
+    return v[:, -1]
+
+
+def count_not_index(v, m):
+    return v.gather(1, m.long().sum(1, keepdim=True).clamp(max=v.size(1) - 1)).squeeze(1)
+
+
+def right_padding_only(v, m):
+    return v[torch.arange(v.size(0)), m.long().sum(1) - 1]
+
+
+def first_token(v, m):
+    return v[:, 0]
+
+
+def last_column_or_count(v, m):           # right on left- and right-padded rows only
+    last = torch.where(m[:, -1], m.size(1) - 1, m.long().sum(1) - 1)
+    return v[torch.arange(v.size(0)), last]
+
+
+def before_first_false(v, m):             # right on left- and right-padded rows only (-1 wraps around)
+    return v[torch.arange(v.size(0)), (~m).long().argmax(1) - 1]
+
+
+# ---------------------------------------------------------------- 07 ranking loss
+def ranking_loops(r):                     # right: every pair i < j, one by one
+    K = r.size(1)
+    pairs = [F.logsigmoid(r[:, i] - r[:, j]) for i in range(K) for j in range(i + 1, K)]
+    return -torch.stack(pairs, 1).mean()
+
+
+def ranking_sum_of_pairs(r):
+    i, j = torch.triu_indices(r.size(1), r.size(1), offset=1)
+    return -F.logsigmoid(r[:, i] - r[:, j]).sum(1).mean()
+
+
+def ranking_unstable(r):
+    i, j = torch.triu_indices(r.size(1), r.size(1), offset=1)
+    return -torch.log(torch.sigmoid(r[:, i] - r[:, j])).mean()
+
+
+def ranking_losers_detached(r):           # right value; only the better response of each pair is trained
+    i, j = torch.triu_indices(r.size(1), r.size(1), offset=1)
+    return -F.logsigmoid(r[:, i] - r.detach()[:, j]).mean()
+
+
+# ---------------------------------------------------------------- 08 best-of-N
 def weights_reversed(m, n):
     return best_of_n_weights(m, n).flip(0)
 
@@ -94,100 +208,59 @@ def kl_plain(r, n):                       # a correct answer, written the plain 
     return (q * torch.log(q / p)).sum()
 
 
-CHECKS_08 = [
-    (ex.check_best_of_n_weights, best_of_n_weights,
-     [(weights_reversed, "reversed"), (weights_with_replacement, "WITH-replacement"),
-      (weights_off_by_one, r"not C\(i, n - 1\)"), (weights_choose_n, r"not C\(i - 1, n\)"),
-      (weights_unnormalised, "not normalised"), (weights_float_binomials, "overflows float64")]),
-    (ex.check_kl_best_of_n_exact, kl_best_of_n_exact,
-     [(kl_ties_not_merged, "merge ties"), (kl_formula, "continuous reward with no ties"),
-      (kl_no_lower_term, r"F_k\^n alone"), (kl_density, "CONTINUOUS reward"), (kl_reversed, "wrong way round"),
-      (kl_log2, "natural log")]),
+SCALAR_FLOAT = r"expected a torch.Tensor of shape \(\), got float\. Return the tensor itself"
+
+CHECKS = [    # (check, the function a stub falls back on if it is public, right answers, (wrong answer, hint))
+    (ex.check_cohens_kappa, None, [category_kappa, kappa_counter], [
+        (raw_agreement, "raw agreement"), (uniform_chance, "own label frequencies"),
+        (kappa_no_denominator, "denominator"),
+        (lambda x, y: np.float32(category_kappa(x, y)), "expected a Python float .*got numpy.float32"),
+        (lambda x, y: [category_kappa(x, y)], r"got a list of 1 item \(float\)"),
+        (lambda x, y: f"{category_kappa(x, y):.3f}", "got str"),
+    ]),
+    (ex.check_bradley_terry_loss, losses.bradley_terry_loss, [losses.bradley_terry_loss, bt_softplus], [
+        (bt_unstable, "unstable"), (bt_softplus_by_hand, "unstable"), (bt_swapped, "swapped"),
+        (bt_sum, "not the sum"), (bt_no_minus, "minus sign"),
+        (lambda c, r: losses.bradley_terry_loss(c, r).item(), SCALAR_FLOAT),
+        (lambda c, r: -F.logsigmoid(c - r).mean(0, keepdim=True), r"expected a 0-d tensor"),
+        (lambda c, r: -F.logsigmoid(c - r.detach()).mean(), "no gradient reaches the reward_rejected"),
+    ]),
+    (ex.check_gather_last, gather_last, [gather_last, last_by_where, last_by_flip, last_by_one_hot], [
+        (last_column, "last column"), (count_not_index, "off by one"), (right_padding_only, "only for RIGHT padding"),
+        (first_token, "first token"),
+        (last_column_or_count, "last column when a row ends with a real token.*padded on BOTH sides"),
+        (before_first_false, "token before the first False.*padded on BOTH sides"),
+        (lambda v, m: gather_last(v, m).tolist(), r"expected a torch.Tensor of shape \(3,\), got a list of 3 items"),
+        (lambda v, m: gather_last(v, m).detach().numpy(), "got numpy.ndarray"),
+        (lambda v, m: torch.tensor(gather_last(v, m).tolist()), "no gradient reaches the values"),
+    ]),
+    (ex.check_ranking_loss, losses.ranking_loss, [losses.ranking_loss, ranking_loops], [
+        (lambda r: -F.logsigmoid(r[:, :-1] - r[:, 1:]).mean(), "neighbours"),
+        (lambda r: -F.logsigmoid(r[:, :1] - r[:, 1:]).mean(), "only the best"),
+        (lambda r: losses.ranking_loss(r.flip(1)), "reversed"),
+        (ranking_sum_of_pairs, r"C\(K, 2\)"), (ranking_unstable, "unstable"),
+        (lambda r: losses.ranking_loss(r).item(), SCALAR_FLOAT),
+        (lambda r: losses.ranking_loss(r).reshape(1, 1), r"expected a 0-d tensor .* got shape \(1, 1\)"),
+        (ranking_losers_detached, "the gradient with respect to the rewards is not: expected"),
+    ]),
+    (ex.check_best_of_n_weights, best_of_n_weights, [best_of_n_weights, weights_python_ints], [
+        (weights_reversed, "reversed"), (weights_with_replacement, "WITH-replacement"),
+        (weights_off_by_one, r"not C\(i, n - 1\)"), (weights_choose_n, r"not C\(i - 1, n\)"),
+        (weights_unnormalised, "not normalised"), (weights_float_binomials, "nan or inf.*overflows float64"),
+        (lambda m, n: best_of_n_weights(m, n).numpy(), r"expected a torch.Tensor of shape \(5,\), got numpy.ndarray"),
+        (lambda m, n: best_of_n_weights(m, n).tolist(), "got a list of 5 items"),
+        (lambda m, n: best_of_n_weights(m, n).long() if n == m else best_of_n_weights(m, n),   # [0, ..., 0, 1]
+         "expected a floating-point tensor, got dtype torch.int64"),
+    ]),
+    (ex.check_kl_best_of_n_exact, kl_best_of_n_exact, [kl_best_of_n_exact, kl_plain], [
+        (kl_ties_not_merged, "merge ties"), (kl_formula, "continuous reward with no ties"),
+        (kl_no_lower_term, r"F_k\^n alone"), (kl_density, "CONTINUOUS reward"), (kl_reversed, "wrong way round"),
+        (kl_log2, "natural log"),
+        (lambda r, n: float(kl_best_of_n_exact(r, n)), SCALAR_FLOAT),
+    ]),
 ]
 
 
-@pytest.mark.parametrize("check,reference,wrongs", CHECKS_08, ids=[c[0].__name__ for c in CHECKS_08])
-def test_checks_accept_reference_fall_back_on_stub_and_reject_mistakes_08(check, reference, wrongs, capsys):
-    assert_check_behaves(check, reference, wrongs, capsys, reference=reference)
-
-
-def test_checks_accept_other_correct_answers(capsys):
-    assert ex.check_best_of_n_weights(weights_python_ints) is weights_python_ints
-    assert ex.check_kl_best_of_n_exact(kl_plain) is kl_plain
-    assert capsys.readouterr().out.count("correct on all") == 2
-
-
-def test_cohens_kappa_check():
-    def raw_agreement(x, y):
-        return sum(a == b for a, b in zip(x, y)) / len(x)
-
-    def uniform_chance(x, y):
-        k = len(set(x) | set(y))
-        return (raw_agreement(x, y) - 1 / k) / (1 - 1 / k)
-
-    assert ex.check_cohens_kappa(category_kappa) is category_kappa
-    assert ex.check_cohens_kappa(stub) is not stub
-    with pytest.raises(ex.ExerciseError, match="raw agreement"):
-        ex.check_cohens_kappa(raw_agreement)
-    with pytest.raises(ex.ExerciseError, match="own label frequencies"):
-        ex.check_cohens_kappa(uniform_chance)
-
-
-# ---------------------------------------------------------------- exercise checks
-def bt_unstable(c, r):
-    return -torch.log(torch.sigmoid(c - r)).mean()
-
-
-def bt_softplus_by_hand(c, r):
-    return torch.log1p(torch.exp(r - c)).mean()
-
-
-def bt_swapped(c, r):
-    return -F.logsigmoid(r - c).mean()
-
-
-def bt_sum(c, r):
-    return -F.logsigmoid(c - r).sum()
-
-
-def bt_no_minus(c, r):
-    return F.logsigmoid(c - r).mean()
-
-
-def last_column(v, m):
-    return v[:, -1]
-
-
-def count_not_index(v, m):
-    return v.gather(1, m.long().sum(1, keepdim=True).clamp(max=v.size(1) - 1)).squeeze(1)
-
-
-def right_padding_only(v, m):
-    return v[torch.arange(v.size(0)), m.long().sum(1) - 1]
-
-
-def first_token(v, m):
-    return v[:, 0]
-
-
-CHECKS_07 = [
-    (ex.check_bradley_terry_loss, losses.bradley_terry_loss,
-     [(bt_unstable, "unstable"), (bt_softplus_by_hand, "unstable"), (bt_swapped, "swapped"), (bt_sum, "not the sum"),
-      (bt_no_minus, "minus sign")]),
-    (ex.check_ranking_loss, losses.ranking_loss,
-     [(lambda r: -F.logsigmoid(r[:, :-1] - r[:, 1:]).mean(), "neighbours"),
-      (lambda r: -F.logsigmoid(r[:, :1] - r[:, 1:]).mean(), "only the best"),
-      (lambda r: losses.ranking_loss(r.flip(1)), "reversed"),
-      (lambda r: -F.logsigmoid(r[:, [0, 0, 1]] - r[:, [1, 2, 2]]).sum(1).mean() if r.size(1) == 3 else
-       -F.logsigmoid(r[:, :1] - r[:, 1:]).sum(1).mean(), "C\\(K, 2\\)"),
-      (lambda r: -torch.log(torch.sigmoid(r[:, [0, 0, 1]] - r[:, [1, 2, 2]])).mean() if r.size(1) == 3 else
-       losses.ranking_loss(r), "unstable")]),
-    (ex.check_gather_last, gather_last,
-     [(last_column, "last column"), (count_not_index, "off by one"), (right_padding_only, "only for RIGHT padding"),
-      (first_token, "first token")]),
-]
-
-
-@pytest.mark.parametrize("check,reference,wrongs", CHECKS_07, ids=[c[0].__name__ for c in CHECKS_07])
-def test_checks_accept_reference_fall_back_on_stub_and_reject_mistakes_07(check, reference, wrongs, capsys):
-    assert_check_behaves(check, reference, wrongs, capsys, reference=reference)
+@pytest.mark.parametrize("check,fallback,rights,wrongs", CHECKS, ids=[c[0].__name__ for c in CHECKS])
+def test_check_accepts_right_answers_falls_back_on_stub_and_rejects_mistakes(check, fallback, rights, wrongs, capsys):
+    assert_check_behaves(check, rights, wrongs, capsys, reference=fallback)

@@ -2,7 +2,7 @@
 
     from minirlhf.exercises import check_gae, exercise_summary     # what a notebook writes
 
-- engine: run_check (cases, known mistakes, gradients), ExerciseError, exercise_summary;
+- engine: run_check (cases, types, known mistakes, gradients), ExerciseError, exercise_summary;
 - part1: notebooks 01-05; part2: 06-08; part3: 09-12.
 """
 from .engine import ExerciseError, exercise_summary, run_check

@@ -11,7 +11,7 @@ from .. import losses
 from ..best_of_n import best_of_n_probs, best_of_n_weights, kl_best_of_n_analytic, kl_best_of_n_exact
 from ..feedback import category_kappa
 from ..logprobs import gather_last
-from .engine import ExerciseError, run_check, seeded
+from .engine import run_check, seeded
 
 # ---------------------------------------------------------------- 06 preference data
 def _cohens_kappa(x, y):
@@ -43,14 +43,16 @@ def check_cohens_kappa(fn: Callable) -> Callable:
             uniform_chance,
         "the denominator is 1 - p_e: (p_o - p_e) / (1 - p_e).": lambda x, y: observed(x, y) - chance(x, y),
     }
-    return run_check("cohens_kappa", fn, _cohens_kappa, cases, mistakes, atol=1e-9)
-
-
+    # the notebook only prints kappa: a 0-d tensor prints as well as a float
+    return run_check("cohens_kappa", fn, _cohens_kappa, cases, mistakes, atol=1e-9, scalar_tensor_ok=True)
 
 
 # ---------------------------------------------------------------- 07 reward model
 def check_bradley_terry_loss(fn: Callable) -> Callable:
-    """fn(reward_chosen (B,), reward_rejected (B,)) -> scalar -mean log sigma(r_chosen - r_rejected)."""
+    """fn(reward_chosen (B,), reward_rejected (B,)) -> scalar -mean log sigma(r_chosen - r_rejected).
+
+    The reward model trains on it: the gradients with respect to both rewards, -/+ sigma(r_rejected -
+    r_chosen) / B, are compared too."""
     g = seeded(7)
     cases = [
         ("one pair, margin 1", (torch.tensor([1.0]), torch.tensor([0.0]))),
@@ -71,23 +73,36 @@ def check_bradley_terry_loss(fn: Callable) -> Callable:
         "its negative.":
             lambda c, r: -losses.bradley_terry_loss(c, r),
     }
-    return run_check("bradley_terry_loss", fn, losses.bradley_terry_loss, cases, mistakes, atol=1e-4)
+    return run_check("bradley_terry_loss", fn, losses.bradley_terry_loss, cases, mistakes, atol=1e-4,
+                     grad_args={0: "reward_chosen", 1: "reward_rejected"})
 
 
 def check_gather_last(fn: Callable) -> Callable:
-    """fn(values (B, T), attention_mask (B, T)) -> (B,) each row's value at its last real (mask True) token."""
+    """fn(values (B, T), attention_mask (B, T)) -> (B,) each row's value at its last real (mask True) token.
+
+    Rows come padded on the right (training data), on the left, and on BOTH sides: `generate` returns a
+    left-padded prompt, then the response, then PAD after EOS. Only the position of the last True,
+    max_t where(mask, t, -1), is right for all three; shortcuts that treat the padding as one block fail on
+    the last. The gradient reaches the values (a reward model's per-token outputs) at that position only."""
 
     g = seeded(8)
     right = torch.tensor([[1, 1, 1, 0, 0, 0],
                           [1, 1, 1, 1, 1, 0],
                           [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     left = right.flip(1)
-    cases = [
+    mixed = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 0],         # as generate returns rows: left-padded prompt,
+                          [0, 1, 1, 1, 1, 1, 1, 0],         # then the response, then PAD after EOS
+                          [1, 1, 1, 1, 1, 0, 0, 0],         # right-padded
+                          [0, 0, 0, 1, 1, 1, 1, 1]], dtype=torch.bool)   # left-padded
+    cases = [     # three cases: the notebook prints their number
         ("right-padded rows (training data)", (torch.randn(3, 6, generator=g), right)),
         ("left-padded rows (generated samples)", (torch.randn(3, 6, generator=g), left)),
-        ("left and right padding in one batch", (torch.randn(2, 6, generator=g), torch.stack([right[0], left[1]]))),
+        ("padding on both sides (as generate returns rows), on the right and on the left, in one batch",
+         (torch.randn(4, 8, generator=g), mixed)),
     ]
     T = lambda m: m.size(1)  # noqa: E731
+    rows = lambda m: torch.arange(m.size(0))  # noqa: E731
+    last_true = "Take the position of the last True directly, e.g. max over where(mask, positions, -1)."
     mistakes = {
         "you always read the last column: with right padding that is a PAD position. Find each row's last "
         "True in the mask.":
@@ -101,13 +116,23 @@ def check_gather_last(fn: Callable) -> Callable:
         "you read the first token: the reward is read at the LAST real token, the one that has seen the "
         "whole prompt and response.":
             lambda v, m: v[:, 0],
+        "you read the last column when a row ends with a real token and mask.sum(1) - 1 otherwise: a row that "
+        "generate returns is padded on BOTH sides (left-padded prompt, response, PAD after EOS), and there "
+        "sum - 1 falls before its last real token. " + last_true:
+            lambda v, m: v[rows(m), torch.where(m[:, -1], T(m) - 1, m.long().sum(1) - 1)],
+        "you take the token before the first False: a row that generate returns is padded on BOTH sides "
+        "(left-padded prompt, response, PAD after EOS), so its first False is the left padding, and index -1 "
+        "wraps around to the last column, a PAD. " + last_true:
+            lambda v, m: v[rows(m), (~m).long().argmax(1) - 1],
     }
-    return run_check("gather_last", fn, gather_last, cases, mistakes)
+    return run_check("gather_last", fn, gather_last, cases, mistakes, grad_args={0: "values"})
 
 
 def check_ranking_loss(fn: Callable) -> Callable:
     """fn(rewards (B, K) in rank order, best first) -> scalar InstructGPT K-wise loss:
-    -mean_b 1/C(K,2) sum_{i<j} log sigma(r[b, i] - r[b, j])."""
+    -mean_b 1/C(K,2) sum_{i<j} log sigma(r[b, i] - r[b, j]).
+
+    The reward model trains on it: the gradient with respect to the rewards is compared too."""
     g = seeded(9)
     cases = [
         ("one prompt, K = 2 (plain Bradley-Terry)", (torch.tensor([[1.0, 0.0]]),)),
@@ -137,7 +162,7 @@ def check_ranking_loss(fn: Callable) -> Callable:
         "numerically unstable: use F.logsigmoid, not log(sigmoid(...)), which gives inf at a margin of -100.":
             lambda r: -torch.log(torch.sigmoid(pairs(r))).mean(),
     }
-    return run_check("ranking_loss", fn, losses.ranking_loss, cases, mistakes, atol=1e-4)
+    return run_check("ranking_loss", fn, losses.ranking_loss, cases, mistakes, atol=1e-4, grad_args={0: "rewards"})
 
 
 # ---------------------------------------------------------------- 08 best-of-N
@@ -159,14 +184,6 @@ def check_best_of_n_weights(fn: Callable) -> Callable:
         return torch.tensor([math.comb(int(t), k) / math.comb(m, n) if t >= 0 else 0.0 for t in top],
                             dtype=torch.float64)
 
-    def finite(m, n):
-        out = fn(m, n)
-        if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
-            raise ExerciseError(f"best_of_n_weights is wrong on m = {m}, n = {n}: it returned inf or nan. "
-                                f"C({m}, {n}) overflows float64: use Python's exact integers (math.comb, "
-                                f"then divide) or logarithms (torch.lgamma).")
-        return out
-
     mistakes = {
         "the weights are reversed: they are for the i-th SMALLEST proxy (sorted ascending), so the largest "
         "sample gets the biggest weight, C(m - 1, n - 1) / C(m, n) = n / m.":
@@ -182,8 +199,9 @@ def check_best_of_n_weights(fn: Callable) -> Callable:
         "the weights are not normalised: divide by the number of subsets, C(m, n) (they must sum to 1).":
             lambda m, n: comb_ratio(ranks(m) - 1, n - 1, 1, 1),
     }
-    checked = run_check("best_of_n_weights", finite, best_of_n_weights, cases, mistakes, atol=1e-9)
-    return fn if checked is finite else checked
+    return run_check("best_of_n_weights", fn, best_of_n_weights, cases, mistakes, atol=1e-9,
+                     nonfinite_hint="C(m, n) overflows float64 for large m: use Python's exact integers (math.comb, "
+                                    "then divide) or logarithms (torch.lgamma).")
 
 
 def check_kl_best_of_n_exact(fn: Callable) -> Callable:

@@ -12,7 +12,7 @@ from ..logprobs import logprobs_from_logits
 from ..overoptimization import fit_gao, gao_curve, gao_penalty
 from ..reward import gold_order_agreement
 from ..rl import rlhf_rewards
-from .engine import STATUS, ExerciseError, run_check, seeded
+from .engine import ExerciseError, describe, run_check, seeded
 
 # ---------------------------------------------------------------- 09 policy gradient on a language model
 def _sequence_logprobs(logits, targets, mask, temperature):
@@ -24,7 +24,9 @@ def check_sequence_logprobs(fn: Callable) -> Callable:
     log pi(y | x) = sum_t mask[b, t] * log softmax(logits[b, t] / temperature)[targets[b, t]].
 
     As in the real model's sampling distribution, PAD (id 0) has logit -inf, so the PAD targets after
-    EOS have log-prob -inf: they must be left out of the sum, not multiplied by 0 (-inf * 0 = nan)."""
+    EOS have log-prob -inf: they must be left out of the sum, not multiplied by 0 (-inf * 0 = nan).
+    The policy trains through it: the gradient with respect to the logits is compared too, and must be
+    finite (log(softmax(...)) has the right value but a nan gradient there)."""
     g = seeded(10)
     logits = torch.randn(3, 5, 7, generator=g) * 2
     logits[..., 0] = float("-inf")
@@ -55,15 +57,9 @@ def check_sequence_logprobs(fn: Callable) -> Callable:
             lambda lg, t, m, T: summed(lg, t, m, 1 / T),
     }
 
-    def no_nan(*args):
-        out = fn(*args)
-        if isinstance(out, torch.Tensor) and out.isnan().any():
-            raise ExerciseError("sequence_logprobs returned nan: the PAD targets after EOS have log-prob -inf, and "
-                                "-inf * 0 = nan. Select instead of multiplying: torch.where(mask, logp, 0.0).")
-        return out
-
-    checked = run_check("sequence_logprobs", no_nan, _sequence_logprobs, cases, mistakes)
-    return fn if checked is no_nan else checked
+    return run_check("sequence_logprobs", fn, _sequence_logprobs, cases, mistakes, grad_args={0: "logits"},
+                     nonfinite_hint="The PAD targets after EOS have log-prob -inf, and -inf * 0 = nan: select instead "
+                                    "of multiplying, torch.where(mask, logp, 0.0).")
 
 
 def _leave_one_out_baseline(returns):
@@ -90,13 +86,15 @@ def check_leave_one_out_baseline(fn: Callable) -> Callable:
     return run_check("leave_one_out_baseline", fn, _leave_one_out_baseline, cases, mistakes)
 
 
-
-
 # ---------------------------------------------------------------- 10 PPO
 def check_ppo_clip_loss(fn: Callable) -> Callable:
     """fn(logprobs, old_logprobs, advantages (all (N,) or (B, T)), clip_eps) -> scalar clipped surrogate loss.
 
         L = -mean[ min(r A, clip(r, 1 - eps, 1 + eps) A) ],  r = exp(logprobs - old_logprobs)
+
+    The gradient is compared too: it must reach the logprobs through BOTH terms (inside the clip range the
+    terms are equal and torch.min shares the gradient between them), and never the old_logprobs or the
+    advantages, which come from the rollout and are constants.
     """
     g = seeded(10)
     old = -torch.rand(12, generator=g) * 3
@@ -112,6 +110,21 @@ def check_ppo_clip_loss(fn: Callable) -> Callable:
     def ratio(lp, old):
         return torch.exp(lp - old)
 
+    def detached_clip_terms(lp, old, a, e):     # (r A, clip(r) A) with the clipped term from a detached ratio
+        r, a = ratio(lp, old.detach()), a.detach()
+        return r * a, r.detach().clamp(1 - e, 1 + e) * a
+
+    def clip_detached(lp, old, a, e):
+        return -torch.min(*detached_clip_terms(lp, old, a, e)).mean()
+
+    def clip_detached_where(lp, old, a, e):
+        unclipped, clipped = detached_clip_terms(lp, old, a, e)
+        return -torch.where(unclipped < clipped, unclipped, clipped).mean()
+
+    detached_clip = ("the clipped term is computed from a detached ratio, so no gradient flows through it. Inside the "
+                     "clip range r A and clip(r) A are equal, and ")
+    clip_the_ratio = (" Clip the ratio itself, torch.clamp(ratio, 1 - eps, 1 + eps), and detach only old_logprobs "
+                      "and advantages.")
     mistakes = {
         "the sign is flipped: the optimiser MINIMISES, and PPO MAXIMISES the surrogate, so L = -mean(min(...)).":
             lambda lp, old, a, e: -losses.ppo_clip_loss(lp, old, a, e),
@@ -130,30 +143,32 @@ def check_ppo_clip_loss(fn: Callable) -> Callable:
         "use the mean over samples (tokens), not the sum.":
             lambda lp, old, a, e: losses.ppo_clip_loss(lp, old, a, e) * lp.numel(),
     }
-    checked = run_check("ppo_clip_loss", fn, losses.ppo_clip_loss, cases, mistakes)
-    if checked is fn:  # right value; the old log-probs and the advantages must be constants
-        lp, old_c, adv_c = (t.clone().requires_grad_(True) for t in (cases[1][1][0], old, adv))
-        fn(lp, old_c, adv_c, 0.2).backward()
-        for what, t in (("old_logprobs", old_c), ("advantages", adv_c)):
-            if t.grad is not None and t.grad.abs().sum() > 0:
-                STATUS["ppo_clip_loss"] = "wrong"
-                raise ExerciseError(f"ppo_clip_loss: gradient flows into the {what}. They come from the rollout "
-                                    f"and are constants: .detach() them.")
-    return checked
+    grad_mistakes = {
+        detached_clip + "torch.min shares the gradient between them: half of it was lost." + clip_the_ratio:
+            clip_detached,
+        detached_clip + "torch.where picks the clipped one: all of the gradient was lost." + clip_the_ratio:
+            clip_detached_where,
+        "gradient flows into the old_logprobs and the advantages: they come from the rollout and are constants, "
+        "so .detach() them.":
+            lambda lp, old, a, e: -torch.min(ratio(lp, old) * a, ratio(lp, old).clamp(1 - e, 1 + e) * a).mean(),
+    }
+    return run_check("ppo_clip_loss", fn, losses.ppo_clip_loss, cases, mistakes,
+                     grad_args={0: "logprobs", 1: "old_logprobs", 2: "advantages"}, grad_mistakes=grad_mistakes)
 
 
 def _gae_pair(fn: Callable) -> Callable:
-    """fn returning (advantages, returns) -> a function returning them stacked, (2, B, T), for run_check."""
+    """fn returning (advantages, returns) -> a function returning them stacked, (2, B, T), for run_check.
+    A list of the two works as well as a tuple (both unpack the same); anything else is a type error."""
     def stacked(*args):
         out = fn(*args)
         if out is None:
             return None
-        if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(x, torch.Tensor) for x in out)):
-            raise ExerciseError(f"gae must return a tuple (advantages, returns) of two tensors, got {type(out).__name__}.")
+        if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(x, torch.Tensor) for x in out)):
+            raise ExerciseError(f"gae must return a tuple (advantages, returns) of two tensors, got {describe(out)}.")
         if out[0].shape != args[0].shape or out[1].shape != args[0].shape:
             raise ExerciseError(f"gae: advantages and returns must both have the rewards' shape {tuple(args[0].shape)}, "
                                 f"got {tuple(out[0].shape)} and {tuple(out[1].shape)}.")
-        return torch.stack(out)
+        return torch.stack(tuple(out))
     return stacked
 
 
@@ -311,7 +326,8 @@ def check_fit_gao(fn: Callable) -> Callable:
         "return (alpha, beta) in that order.":
             lambda d, y, form: lstsq([d, -gao_penalty(d, form)], y)[::-1],
     }
-    return run_check("fit_gao", fn, fit_gao, cases, mistakes,
+    # the notebook unpacks (alpha, beta) into gao_curve, gao_peak and f-strings: 0-d tensors work there too
+    return run_check("fit_gao", fn, fit_gao, cases, mistakes, scalar_tensor_ok=True,
                      crash_hint="If a case has d = 0: d * log(d) is nan there (0 * -inf), and a solver fed a nan "
                                 "fails; the limit of d log d at d = 0 is 0, so set it with torch.where.")
 
@@ -345,4 +361,5 @@ def check_gold_order_agreement(fn: Callable) -> Callable:
         "that is DISagreement: the rewards agree with gold when r_a - r_b has the same sign as g_a - g_b.":
             lambda ra, rb, ga, gb: float((1 - agree(ra, rb, ga, gb))[ga != gb].mean()),
     }
-    return run_check("gold_order_agreement", fn, gold_order_agreement, cases, mistakes)
+    # the notebook formats and subtracts the agreements: a 0-d tensor does both as well as a float
+    return run_check("gold_order_agreement", fn, gold_order_agreement, cases, mistakes, scalar_tensor_ok=True)
