@@ -2,9 +2,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from minirlhf.course.bench import BENCHMARKS, format_table, main
 
 
+@pytest.mark.slow
 def test_quick_bench_prints_the_table():
     # One thread: with two, a machine busy with other work can slow tiny ops down a hundredfold.
     out = subprocess.run([sys.executable, "-m", "minirlhf", "bench", "--quick", "--threads", "1"], capture_output=True,
@@ -17,6 +20,7 @@ def test_quick_bench_prints_the_table():
     assert len(matches) == 2 and all(" yes " in line for line in matches), out
 
 
+@pytest.mark.slow
 def test_only_runs_one_section(capsys):
     main(["--quick", "--only", "matmul", "--default-malloc", "--seconds", "0"])
     out = capsys.readouterr().out

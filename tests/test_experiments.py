@@ -25,6 +25,7 @@ def test_rm_steps_two_epochs_with_a_floor():
     assert experiments.rm_steps(250) == 100
 
 
+@pytest.mark.slow
 def test_a_short_rm_sweep_measures_every_row():
     results = experiments.rm_sweep(n_pairs=(32, 64), layers=(1, 4), quick=True, log=lambda line: None)
     assert [r["n_pairs"] for r in results["by_pairs"]] == [32, 64]
@@ -45,6 +46,7 @@ def test_shipped_rm_sweep_results():
         zoo.load_results("no_such_sweep")
 
 
+@pytest.mark.slow
 def test_a_short_ppo_beta_sweep_keeps_plain_reproducible_histories():
     results = experiments.ppo_beta(betas=(0.1, 1.0), quick=True, log=lambda line: None)
     assert set(results["runs"]) == {"0.1", "1.0"}
@@ -55,6 +57,7 @@ def test_a_short_ppo_beta_sweep_keeps_plain_reproducible_histories():
         assert isinstance(run["samples"][0][0]["response"], str)
 
 
+@pytest.mark.slow
 def test_a_quick_online_rlhf_experiment_compares_one_round_with_two():
     results = experiments.online_rlhf(quick=True, log=lambda line: None)
     assert set(results["runs"]) == {"1 rounds, seed 0", "2 rounds, seed 0"}
@@ -77,6 +80,7 @@ def test_best_of_n_curve_starts_at_zero_rises_in_proxy_and_bounds_the_kl():
     assert curve["proxy_gain"][-1] == pytest.approx(float(proxy.max(1).values.mean() - proxy.mean()), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_quick_reward_hacking_run_records_best_of_n_and_ppo_for_each_rm():
     results = experiments.reward_hacking(quick=True, log=lambda line: None)
     assert set(results["rms"]) == {"64", "4000"}

@@ -22,6 +22,7 @@ def test_identical_share():
     assert identical_share(pairs) == 0.5
 
 
+@pytest.mark.slow
 def test_fit_reward_model_is_normalised_on_the_given_samples(sft_and_pairs):
     sft, pairs = sft_and_pairs
     normalize_on = [(p["prompt"], p["chosen"]) for p in pairs["train"][:40]]
@@ -30,6 +31,7 @@ def test_fit_reward_model_is_normalised_on_the_given_samples(sft_and_pairs):
     assert float(r.mean()) == pytest.approx(0, abs=1e-4) and float(r.std()) == pytest.approx(1, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_iterated_rlhf_labels_the_current_policy_each_round_and_leaves_sft_alone(sft_and_pairs):
     sft, pairs = sft_and_pairs
     before = {k: v.clone() for k, v in sft.state_dict().items()}

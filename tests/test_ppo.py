@@ -1,17 +1,20 @@
-"""ppo.py: the actor-critic, the value loss and the PPO loop."""
+"""ppo.py: the actor-critic, the value loss and the PPO loop (and that the loop learns)."""
 import math
 
 import pytest
 import torch
 
+from minirlhf import ppo
 from minirlhf.generation import generate
 from minirlhf.logprobs import response_logprobs
+from minirlhf.losses import ppo_clip_loss
 from minirlhf.ppo import ActorCritic, train_ppo, value_loss
 from minirlhf.tasks import reviews
 from minirlhf.tokenizer import TOKENIZER
-from helpers import tiny_config, tiny_models
+from helpers import early_and_late, letter_curve, tiny_config, tiny_models
 
 
+# ---------------------------------------------------------------- the actor-critic
 def test_actor_critic_one_forward_gives_the_policy_logits_and_zero_values_at_init():
     policy, _, _ = tiny_models()
     ac = ActorCritic(policy)
@@ -47,6 +50,7 @@ def test_actor_critic_value_gradients_reach_the_policy_only_when_shared(critic):
         ActorCritic(policy, "twin")
 
 
+# ---------------------------------------------------------------- the value loss
 def test_value_loss_hand_values_and_clipping():
     old = torch.tensor([[0.0, 0.0, 0.0]])
     ret = torch.tensor([[1.0, -1.0, 5.0]])
@@ -61,7 +65,7 @@ def test_value_loss_hand_values_and_clipping():
     assert value_loss(v, old, ret, mask, clip=None).item() == pytest.approx(0.5 * (0.25 + 2.25) / 2)
 
 
-# ---------------------------------------------------------------- the loops
+# ---------------------------------------------------------------- the PPO loop
 HISTORY_KEYS = {"proxy_reward", "gold", "kl", "kl_k3", "approx_kl", "clip_frac", "ratio", "entropy", "value_loss",
                 "policy_loss", "response_length", "beta", "frac_finished", "non_score_reward", "explained_variance",
                 "t_generate", "t_score", "t_update", "samples"}
@@ -99,3 +103,19 @@ def test_train_ppo_takes_a_prompt_list():
     assert {s["prompt"] for s in history["samples"][0]} <= {"review: soup\n", "review: fries\n"}
     with pytest.raises(ValueError, match="divisible"):
         train_ppo(*tiny_models(), ["review: soup\n"], tiny_config(batch_size=6, minibatches=4))
+
+
+# ---------------------------------------------------------------- it learns
+# A hand-written reward (the share of lowercase letters in the response, ~0.45 for the random policy):
+# a correct PPO raises it to ~0.95 in 15 iterations; the same run with the policy loss's sign flipped drives
+# it to ~0. Both moves are ~0.45, against a noise of ~0.02 on a mean of 3 batches of 320 tokens.
+LEARN_PPO = dict(iterations=15, batch_size=32, minibatches=2, max_new_tokens=10, lr=5e-3, anneal_lr=False,
+                 beta=0.01, critic="detached", no_eos_penalty=0.0)
+
+
+def test_train_ppo_raises_a_fixed_reward_and_a_flipped_policy_loss_lowers_it(monkeypatch):
+    first, last = early_and_late(letter_curve(train_ppo, tiny_config(**LEARN_PPO)))
+    assert last > first + 0.3 and last > 0.8, (first, last)
+    monkeypatch.setattr(ppo, "ppo_clip_loss", lambda *a, **k: -ppo_clip_loss(*a, **k))
+    first, last = early_and_late(letter_curve(train_ppo, tiny_config(**LEARN_PPO)))
+    assert last < first - 0.25, (first, last)

@@ -19,6 +19,7 @@ def _pretrain(steps, seed=0):
     return lambda m, inputs: pretrain(m, reviews.pretraining_corpus(40, seed=0), steps=steps, seed=seed)
 
 
+@pytest.mark.slow
 def test_pairs_and_reward_recipes_build_deterministically(tmp_path):
     """The preference data and the reward model are zoo entries like the models: built from their parent,
     byte-identical when rebuilt, a corrupt pairs file is refused."""
@@ -71,6 +72,7 @@ def _fingerprint(model) -> float:
     return float(sum(p.double().sum() for p in model.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_children_are_built_from_the_parents_in_the_target_folder(tmp_path):
     """Rebuilding a parent in a folder is what its children are built from there: never the shipped zoo, and
     every entry a child needs (not only its parent) comes from that folder."""

@@ -4,11 +4,14 @@ import math
 import pytest
 import torch
 
+from minirlhf import reinforce
+from minirlhf.losses import reinforce_loss
 from minirlhf.reinforce import policy_gradient_variance, train_reinforce
 from minirlhf.tasks import reviews
-from helpers import tiny_models, tiny_reinforce_config
+from helpers import early_and_late, letter_curve, tiny_models, tiny_reinforce_config
 
 
+# ---------------------------------------------------------------- the REINFORCE loop
 def test_train_reinforce_end_to_end_tiny():
     policy, reference, rm = tiny_models()
     _, history = train_reinforce(policy, reference, rm, reviews.prompts,
@@ -20,6 +23,22 @@ def test_train_reinforce_end_to_end_tiny():
         tiny_reinforce_config(baseline="median")
 
 
+# ---------------------------------------------------------------- it learns
+# A hand-written reward (the share of lowercase letters in the response, ~0.45 for the random policy):
+# a correct REINFORCE raises it to ~0.95 in 15 steps; the same run with the loss's sign flipped drives it
+# to ~0. Both moves are ~0.45, against a noise of ~0.02 on a mean of 3 batches of 320 tokens.
+LEARN_REINFORCE = dict(iterations=15, batch_size=32, max_new_tokens=10, lr=1e-2, beta=0.01, no_eos_penalty=0.0)
+
+
+def test_train_reinforce_raises_a_fixed_reward_and_a_flipped_loss_lowers_it(monkeypatch):
+    first, last = early_and_late(letter_curve(train_reinforce, tiny_reinforce_config(**LEARN_REINFORCE)))
+    assert last > first + 0.3 and last > 0.8, (first, last)
+    monkeypatch.setattr(reinforce, "reinforce_loss", lambda *a, **k: -reinforce_loss(*a, **k))
+    first, last = early_and_late(letter_curve(train_reinforce, tiny_reinforce_config(**LEARN_REINFORCE)))
+    assert last < first - 0.25, (first, last)
+
+
+# ---------------------------------------------------------------- gradient variance
 def test_policy_gradient_variance_a_baseline_removes_the_offset_noise():
     policy, reference, rm = tiny_models()
 

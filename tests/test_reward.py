@@ -139,6 +139,7 @@ def gold_pairs(n, seed):
     return pairs
 
 
+@pytest.mark.slow
 def test_a_tiny_reward_model_learns_the_gold_taste():
     train, held_out = gold_pairs(2000, seed=0), gold_pairs(200, seed=1)
     rm = tiny_rm()

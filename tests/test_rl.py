@@ -1,4 +1,6 @@
-"""rl.py: the RLHF reward, the KL controllers, lr annealing and the NaN guard shared by the RL trainers."""
+"""rl.py: what the RL trainers share: the RLHF reward, the KL controllers, per-iteration metrics and the
+history, lr annealing and the NaN guard."""
+import math
 
 import pytest
 import torch
@@ -6,12 +8,14 @@ import torch
 from minirlhf import ppo, rl
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.reinforce import train_reinforce
+from minirlhf.generation import Generation
 from minirlhf.rl import AdaptiveKLController, FixedKLController, rlhf_rewards
+from minirlhf.sampling import Rollout
 from minirlhf.tasks import reviews
 from helpers import tiny_config, tiny_models, tiny_reinforce_config
 
 
-# ---------------------------------------------------------------- rewards, value loss
+# ---------------------------------------------------------------- the RLHF reward
 def test_rlhf_rewards_hand_values():
     score = torch.tensor([2.0, -1.0])
     logp = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -3.0, 9.9]])        # 9.9: garbage on padding
@@ -43,6 +47,43 @@ def test_kl_controllers():
         AdaptiveKLController(0.2, target=0.0, horizon=10)
     assert isinstance(PPOConfig().kl_controller(), FixedKLController)
     assert isinstance(PPOConfig(target_kl=3.0).kl_controller(), AdaptiveKLController)
+    assert isinstance(rl.kl_controller(0.1, None, 100), FixedKLController)
+    adaptive = rl.kl_controller(0.1, 2.0, 100)
+    assert isinstance(adaptive, AdaptiveKLController) and (adaptive.beta, adaptive.target, adaptive.horizon) == (0.1, 2.0, 100)
+
+
+# ---------------------------------------------------------------- per-iteration metrics and the history
+def hand_rollout():
+    """Two responses of 3 and 2 tokens after a 1-token prompt; the second never emitted EOS."""
+    tokens = torch.tensor([[1, 31, 32, 2], [1, 33, 34, 0]])
+    gen = Generation(tokens, tokens != 0, 1, torch.tensor([[True, True, True], [True, True, False]]),
+                     torch.tensor([True, False]))
+    ref_logprobs = torch.tensor([[-2.0, -2.0, -1.5], [-0.5, -1.0, 0.0]])
+    return Rollout(["p0", "p1"], gen, torch.tensor([1.0, 2.0]), ref_logprobs)
+
+
+def test_sequence_metrics_hand_values():
+    r = hand_rollout()
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -3.0, 9.9]])         # 9.9: garbage on padding
+    m = rl.sequence_metrics(r, logp, beta=0.1, iteration=0)
+    # summed k1 per sequence: 1 + 0 + 1 = 2 and -0.5 - 2 = -2.5; k3 = e^x - 1 - x with x = logp_ref - logp
+    k3 = [2 * math.exp(-1), (math.exp(0.5) - 1.5) + (math.exp(2) - 3)]
+    assert m == pytest.approx({"proxy_reward": 1.5, "kl": -0.25, "kl_k3": sum(k3) / 2, "non_score_reward": 0.025,
+                               "response_length": 2.5, "frac_finished": 0.5, "beta": 0.1})
+    with pytest.raises(FloatingPointError, match="KL became inf at iteration 7"):
+        rl.sequence_metrics(r, logp.masked_fill(r.mask, float("inf")), beta=0.1, iteration=7)
+
+
+def test_end_iteration_keeps_lists_and_samples_and_the_meta_history_drops_timings():
+    r, history = hand_rollout(), {"config": {"beta": 0.1}}
+    for it in range(2):
+        rl.end_iteration(history, {"proxy_reward": 0.123456 + it, "kl": 1.0, "t_update": 0.5}, r, ["ab", "cd"],
+                         n_samples=1, gold_fn=lambda p, t: len(t) / 3, bar=None)
+    assert history["proxy_reward"] == [0.123456, 1.123456] and history["t_update"] == [0.5, 0.5]
+    assert history["samples"] == [[{"prompt": "p0", "response": "ab", "score": 1.0, "finished": True, "gold": 0.667}]] * 2
+    meta = rl.rl_history_for_meta(history)
+    assert meta == {"proxy_reward": [0.1235, 1.1235], "kl": [1.0, 1.0], "samples": history["samples"],
+                    "config": {"beta": 0.1}}
 
 
 def test_learning_rate_anneals_linearly_to_zero():

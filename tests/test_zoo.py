@@ -56,6 +56,7 @@ def test_unknown_zoo_name_and_broken_manifest(tmp_path):
         zoo.read_manifest(tmp_path)
 
 
+@pytest.mark.slow
 def test_shipped_zoo_verifies_and_loads():
     manifest = zoo.read_manifest()
     assert set(manifest) == set(recipes.RECIPES)
