@@ -1,4 +1,4 @@
-"""PPO for RLHF: the actor-critic, the per-token KL rewards, the clipped value loss and one plain loop.
+"""PPO for RLHF: the actor-critic, the clipped value loss and one plain loop (the rewards are rl.rlhf_rewards).
 
 One PPO iteration, as in Ziegler et al. (2019) / InstructGPT and "The N implementation details of
 RLHF with PPO" (Huang et al.):
@@ -31,7 +31,7 @@ from .advantages import gae, masked_mean, whiten
 from .logprobs import kl_k3, logprobs_from_logits
 from .losses import ppo_clip_loss
 from .model import GPT, ScalarHead
-from .rl import (annealed_lr, check_finite, end_iteration, kl_controller, batch_gold, progress_bar, rlhf_rewards,
+from .rl import (annealed_lr, batch_gold, check_finite, end_iteration, kl_controller, progress_bar, rlhf_rewards,
                  sequence_metrics, set_lr)
 from .sampling import SamplingConfig, prompt_source, rollout
 from .train import make_optimizer, optimizer_step

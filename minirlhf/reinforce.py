@@ -22,7 +22,7 @@ from .advantages import BASELINES, masked_mean, sequence_baseline
 from .logprobs import response_logprobs
 from .losses import reinforce_loss
 from .model import GPT
-from .rl import (annealed_lr, check_finite, end_iteration, kl_controller, batch_gold, progress_bar, rlhf_rewards,
+from .rl import (annealed_lr, batch_gold, check_finite, end_iteration, kl_controller, progress_bar, rlhf_rewards,
                  sequence_metrics, set_lr)
 from .sampling import Rollout, SamplingConfig, prompt_source, rollout
 from .train import make_optimizer

@@ -93,3 +93,22 @@ def test_sequence_baselines_hand_values():
     torch.testing.assert_close(sequence_baseline(g, "leave_one_out"), torch.tensor([4.0, 3.5, 1.5]))
     with pytest.raises(ValueError, match="baseline"):
         sequence_baseline(g, "median")
+
+
+def test_the_baselines_agree_with_each_other_and_work_per_group():
+    """One vocabulary: G - mean = (G - 1) / G * (G - leave_one_out), exactly; the group is the last dimension."""
+    g = torch.Generator().manual_seed(0)
+    returns = torch.randn(5, 4, generator=g, dtype=torch.float64)           # 5 prompts x 4 samples each
+    loo = returns - sequence_baseline(returns, "leave_one_out")
+    mean = returns - sequence_baseline(returns, "mean")
+    torch.testing.assert_close(mean, loo * 3 / 4)
+    for kind in ("none", "mean", "leave_one_out"):                          # each group on its own
+        per_group = torch.stack([sequence_baseline(row, kind) for row in returns])
+        torch.testing.assert_close(sequence_baseline(returns, kind), per_group)
+    # leave-one-out is independent of the sample itself: changing G_i leaves b_i unchanged
+    bumped = returns.clone()
+    bumped[:, 0] += 10.0
+    torch.testing.assert_close(sequence_baseline(bumped, "leave_one_out")[:, 0],
+                               sequence_baseline(returns, "leave_one_out")[:, 0])
+    with pytest.raises(ValueError, match="at least 2"):
+        sequence_baseline(torch.ones(3, 1), "leave_one_out")

@@ -37,7 +37,7 @@ def test_a_short_rm_sweep_measures_every_row():
 
 def test_shipped_rm_sweep_results():
     sweep = zoo.load_results("rm_sweep")
-    assert sweep["command"] == "python -m minirlhf.experiments rm-sweep"
+    assert sweep["command"] == "python -m minirlhf experiments rm-sweep"
     best = sweep["by_pairs"][-1]
     shipped = zoo.read_manifest()["reviews-rm"]["test"]
     # the sweep's biggest run is the zoo recipe itself: same data, seed and steps

@@ -83,3 +83,22 @@ def test_arithmetic_corpus_has_the_slip_rate():
 def test_grammar_samples_never_repeat_a_word():
     for text in reviews.pretraining_corpus(500, seed=1):
         assert reviews.gold_breakdown(None, text).repetition == 0, text
+
+
+def test_both_tasks_offer_the_task_interface_in_prompt_response_order():
+    from minirlhf.tasks import TASKS, Task, get_task
+
+    for name, task in TASKS.items():
+        assert isinstance(task, Task), name
+        prompt = task.prompts(1, seed=0)[0]
+        assert task.prompts(3, seed=1) == task.prompts(3, seed=1) and len(task.pretraining_corpus(4)) == 4
+        demo_prompt, demo_response = task.sft_dataset(1, seed=2)[0]
+        assert isinstance(task.reward(demo_prompt, demo_response), float)
+        # the arguments swapped are refused loudly, never scored silently
+        with pytest.raises(ValueError, match="prompt"):
+            task.reward(demo_response, demo_prompt)
+        assert get_task(name) is task and prompt in task.prompts(1, seed=0)
+    assert reviews.reward("review: soup\n", "the soup was delicious.") == pytest.approx(2.0)
+    assert arithmetic.reward("q: 23+48\na: ", "71") == 1.0
+    with pytest.raises(KeyError, match="reviews, arithmetic"):
+        get_task("chess")

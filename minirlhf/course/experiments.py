@@ -222,7 +222,7 @@ EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": rew
                "online-rlhf": online_rlhf}
 
 
-def _main(argv=None) -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minirlhf experiments", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(EXPERIMENTS))
     parser.add_argument("--quick", action="store_true", help="a short smoke run, written to a temp dir")

@@ -79,8 +79,9 @@ def prompts(n: int, seed: int = 0) -> list[str]:
 
 def verify(prompt: str, response: str) -> bool:
     """The verifier: is the response exactly the right number (surrounding spaces allowed)?"""
+    expected = parse_prompt(prompt).answer       # first: a response passed as the prompt is refused, not scored 0
     answer = response.strip()
-    return answer.isdigit() and int(answer) == parse_prompt(prompt).answer
+    return answer.isdigit() and int(answer) == expected
 
 
 def reward(prompt: str, response: str) -> float:

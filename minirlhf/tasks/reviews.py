@@ -194,6 +194,7 @@ def gold_breakdown(prompt: str | None, response: str) -> GoldScore:
     - length: 0.25 per word beyond MAX_WORDS;
     - off_topic: 1 if a prompt is given and the first sentence is not about its topic.
     """
+    topic = prompt_topic(prompt) if prompt is not None else None   # a response passed as the prompt fails here
     sentences = split_sentences(response)
     polarities, words, bad = [], [], 0
     for s in sentences:
@@ -214,7 +215,7 @@ def gold_breakdown(prompt: str | None, response: str) -> GoldScore:
     off_topic = 0.0
     if prompt is not None:
         first = parse_sentence(sentences[0]) if sentences else None
-        off_topic = 0.0 if first and first[0][0] == prompt_topic(prompt) else 1.0
+        off_topic = 0.0 if first and first[0][0] == topic else 1.0
     total = sentiment - grammar - repetition - length - off_topic
     return GoldScore(total, sentiment, grammar, repetition, length, off_topic)
 
