@@ -10,6 +10,7 @@ from minirlhf import exercises as ex
 from minirlhf import losses
 from minirlhf.advantages import gae
 from minirlhf.overoptimization import fit_gao, gao_penalty
+from minirlhf.ppo import ppo_update, value_loss
 from minirlhf.reward import gold_order_agreement
 from minirlhf.rl import rlhf_rewards
 from conftest import assert_check_behaves
@@ -333,3 +334,49 @@ CHECKS = [    # (check, the function a stub falls back on if it is public, right
 @pytest.mark.parametrize("check,fallback,rights,wrongs", CHECKS, ids=[c[0].__name__ for c in CHECKS])
 def test_check_accepts_right_answers_falls_back_on_stub_and_rejects_mistakes(check, fallback, rights, wrongs, capsys):
     assert_check_behaves(check, rights, wrongs, capsys, reference=fallback)
+
+
+# ---------------------------------------------------------------- 10 the PPO update
+def ppo_update_written(reshuffle=True, recompute_old=False, mask_on=True, with_value=True, clip=True, zero=True):
+    """An update written the way a student would (full width, model.zero_grad), with one mistake switched on."""
+    def update(model, optimizer, batch, config, generator):
+        B, P = batch.tokens.shape[0], batch.prompt_length
+        fixed = torch.randperm(B, generator=generator)
+        for epoch in range(config.epochs):
+            order = torch.randperm(B, generator=generator) if reshuffle and epoch > 0 else fixed
+            for rows in order.chunk(config.minibatches):
+                logp, entropy, values = model.response_outputs(batch.tokens[rows], batch.attention_mask[rows], P)
+                m = batch.mask[rows] if mask_on else torch.ones_like(batch.mask[rows])
+                old = logp.detach() if recompute_old else batch.old_logprobs[rows]
+                loss = losses.ppo_clip_loss(logp[m], old[m], batch.advantages[rows][m], config.clip)
+                if with_value:
+                    loss += config.vf_coef * value_loss(values, batch.old_values[rows], batch.returns[rows], m,
+                                                        config.vf_clip)
+                loss -= config.entropy_coef * (entropy * m).sum() / m.sum()
+                if zero:
+                    model.zero_grad()
+                loss.backward()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+    return update
+
+
+def test_ppo_update_check(capsys):
+    wrongs = [
+        (ppo_update_written(reshuffle=False), "fresh torch.randperm"),
+        (ppo_update_written(recompute_old=True), "ratio is always 1"),
+        (ppo_update_written(mask_on=False), "padding counts"),
+        (ppo_update_written(with_value=False), "value loss is missing"),
+        (ppo_update_written(clip=False), "not clipped"),
+        (ppo_update_written(zero=False), "zero_grad"),
+        (lambda model, optimizer, batch, config, generator: None, "expected"),          # does nothing at all
+    ]
+    assert_check_behaves(ex.check_ppo_update, [ppo_update, ppo_update_written()], wrongs, capsys, reference=ppo_update)
+
+
+def test_ppo_update_check_restores_the_global_rng():
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    ex.check_ppo_update(ppo_update)
+    assert torch.equal(before, torch.get_rng_state())

@@ -8,7 +8,10 @@ from minirlhf import ppo
 from minirlhf.generation import generate
 from minirlhf.logprobs import response_logprobs
 from minirlhf.losses import ppo_clip_loss
-from minirlhf.ppo import ActorCritic, train_ppo, value_loss
+from minirlhf.advantages import gae, whiten
+from minirlhf.ppo import ActorCritic, PPOBatch, ppo_update, train_ppo, value_loss
+from minirlhf.rl import rlhf_rewards
+from minirlhf.sampling import rollout
 from minirlhf.tasks import reviews
 from minirlhf.tokenizer import TOKENIZER
 from helpers import early_and_late, letter_curve, tiny_config, tiny_models
@@ -119,3 +122,34 @@ def test_train_ppo_raises_a_fixed_reward_and_a_flipped_policy_loss_lowers_it(mon
     monkeypatch.setattr(ppo, "ppo_clip_loss", lambda *a, **k: -ppo_clip_loss(*a, **k))
     first, last = early_and_late(letter_curve(train_ppo, tiny_config(**LEARN_PPO)))
     assert last < first - 0.25, (first, last)
+
+
+def test_train_ppo_trains_the_actor_critic_it_is_given():
+    """Passing the ActorCritic keeps its value head for later (notebook 10 plots its values); it must wrap the policy."""
+    policy, reference, rm = tiny_models()
+    model = ActorCritic(policy, "detached")
+    train_ppo(policy, reference, rm, reviews.prompts, tiny_config(iterations=2, critic="detached"), model=model)
+    assert model.value_head.linear.weight.abs().sum() > 0          # zero at the start, trained since
+    with pytest.raises(ValueError, match="ActorCritic around"):
+        train_ppo(policy, reference, rm, reviews.prompts, tiny_config(iterations=1), model=ActorCritic(reference))
+
+
+def test_ppo_update_is_the_loops_step_five():
+    """ppo_update alone, on a batch the loop would build, moves the parameters like train_ppo's own update."""
+    policy, reference, rm = tiny_models()
+    config = tiny_config(iterations=1)
+    model = ActorCritic(policy, config.critic)
+    r, _, _ = rollout(policy, reference, rm, reviews.prompts(config.batch_size, seed=5), config.sampling,
+                      torch.Generator().manual_seed(0))
+    gen = r.generation
+    with torch.no_grad():
+        old_logprobs, _, old_values = model.response_outputs(gen.tokens, gen.attention_mask, gen.prompt_length)
+    rewards = rlhf_rewards(r.scores, old_logprobs, r.ref_logprobs, r.mask, config.beta, gen.finished, 1.0)
+    advantages, returns = gae(rewards, old_values, r.mask)
+    batch = PPOBatch(gen.tokens, gen.attention_mask, gen.prompt_length, r.mask, old_logprobs, old_values,
+                     whiten(advantages, r.mask), returns)
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = ppo_update(model, torch.optim.SGD(model.parameters(), lr=0.1), batch, config, torch.Generator().manual_seed(1))
+    assert len(stats["policy_loss"]) == config.epochs * config.minibatches
+    assert stats["ratio"][0] == pytest.approx(1.0, abs=1e-5)         # the first minibatch is on-policy
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

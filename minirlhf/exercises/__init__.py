@@ -11,7 +11,7 @@ from .part1 import (check_bayes_optimal_accuracy, check_causal_attention, check_
 from .part2 import (check_best_of_n_weights, check_bradley_terry_loss, check_cohens_kappa, check_gather_last,
                     check_kl_best_of_n_exact, check_ranking_loss)
 from .part3 import (check_fit_gao, check_gae, check_gold_order_agreement, check_kl_penalty_rewards,
-                    check_leave_one_out_baseline, check_ppo_clip_loss, check_sequence_logprobs)
+                    check_leave_one_out_baseline, check_ppo_clip_loss, check_ppo_update, check_sequence_logprobs)
 
 __all__ = ["ExerciseError", "exercise_summary", "run_check",
            "check_discounted_returns", "check_reinforce_loss", "check_bayes_optimal_accuracy", "check_causal_attention",
@@ -19,4 +19,4 @@ __all__ = ["ExerciseError", "exercise_summary", "run_check",
            "check_cohens_kappa", "check_bradley_terry_loss", "check_gather_last", "check_ranking_loss",
            "check_best_of_n_weights", "check_kl_best_of_n_exact",
            "check_sequence_logprobs", "check_leave_one_out_baseline", "check_ppo_clip_loss", "check_gae",
-           "check_kl_penalty_rewards", "check_fit_gao", "check_gold_order_agreement"]
+           "check_kl_penalty_rewards", "check_ppo_update", "check_fit_gao", "check_gold_order_agreement"]

@@ -7,11 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
-from ..advantages import discounted_returns, gae, sequence_baseline
+from ..advantages import discounted_returns, gae, masked_mean, sequence_baseline, whiten
 from ..logprobs import logprobs_from_logits
+from ..model import GPT, GPTConfig
 from ..overoptimization import fit_gao, gao_curve, gao_penalty
+from ..ppo import ActorCritic, PPOBatch, PPOConfig, ppo_update, value_loss
 from ..reward import gold_order_agreement
 from ..rl import rlhf_rewards
+from ..tokenizer import TOKENIZER
 from .engine import ExerciseError, describe, run_check, seeded
 
 # ---------------------------------------------------------------- 09 policy gradient on a language model
@@ -363,3 +366,114 @@ def check_gold_order_agreement(fn: Callable) -> Callable:
     }
     # the notebook formats and subtracts the agreements: a 0-d tensor does both as well as a float
     return run_check("gold_order_agreement", fn, gold_order_agreement, cases, mistakes, scalar_tensor_ok=True)
+
+
+# ---------------------------------------------------------------- 10 PPO: the update
+def _ppo_case(seed: int, critic: str, **overrides):
+    """A tiny actor-critic and one scored rollout of 8 ragged rows (left-padded prompts of 2-4 tokens, responses
+    of 1-6 tokens, PAD after EOS), built the same way on every call: (model, batch, config)."""
+    g = seeded(seed)
+    torch.manual_seed(seed)   # the tiny model's initial weights; the caller's RNG state is restored around the check
+    config = GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=16, d_model=16, n_layers=1, n_heads=2)
+    model = ActorCritic(GPT(config), critic)
+    with torch.no_grad():   # a value head that is not all zeros, so the value loss has gradient from step 1
+        model.value_head.linear.weight.normal_(0, 0.1, generator=g)
+    B, P, N = 8, 4, 6
+    prompt_lengths = torch.tensor([2, 3, 4, 4, 2, 3, 4, 3])
+    response_lengths = torch.tensor([6, 1, 4, 6, 2, 5, 3, 6])
+    columns = torch.arange(P + N)
+    attention = ((columns >= P - prompt_lengths[:, None]) & (columns < P + response_lengths[:, None]))
+    tokens = torch.randint(4, TOKENIZER.vocab_size, (B, P + N), generator=g)
+    tokens = torch.where(attention, tokens, torch.full_like(tokens, TOKENIZER.pad_id))
+    mask = attention[:, P:]
+    with torch.no_grad():
+        old_logprobs, _, old_values = model.response_outputs(tokens, attention, P)
+    advantages = whiten(torch.randn(B, N, generator=g), mask)
+    returns = (old_values + torch.randn(B, N, generator=g)) * mask
+    ppo = PPOConfig(**{**dict(batch_size=B, minibatches=2, epochs=2, lr=0.5), **overrides})
+    return model, PPOBatch(tokens, attention, P, mask, old_logprobs, old_values, advantages, returns), ppo
+
+
+def _after_update(update: Callable) -> Callable:
+    """update(model, optimizer, batch, config, generator) -> a function of a case: all the model's parameters
+    (flattened, (n_params,)) after the update. Every call builds the same model, batch and generator afresh."""
+    def parameters_after(seed, critic, overrides):
+        state = torch.get_rng_state()
+        try:
+            model, batch, config = _ppo_case(seed, critic, **overrides)
+        finally:
+            torch.set_rng_state(state)
+        # plain SGD, not Adam: Adam divides by the gradient's own size, so it turns a rounding-level difference in a
+        # near-zero gradient (a sum taken in another order) into a full step; SGD keeps equal answers equal
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+        update(model, optimizer, batch, config, seeded(seed + 100))
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return parameters_after
+
+
+def _update_variant(*, reshuffle=True, recompute_old=False, use_mask=True, value=True, clip_grad=True,
+                    zero_grad=True, entropy_sign=1.0):
+    """ppo_update with one known mistake switched on (for the check's hints)."""
+    def update(model, optimizer, batch, config, generator):
+        P, B = batch.prompt_length, batch.tokens.size(0)
+        size = B // config.minibatches
+        order = None
+        for _ in range(config.epochs):
+            if reshuffle or order is None:
+                order = torch.randperm(B, generator=generator)
+            for s in range(0, B, size):
+                idx = order[s:s + size]
+                logp, ent, values = model.response_outputs(batch.tokens[idx], batch.attention_mask[idx], P,
+                                                           config.temperature, config.top_k)
+                m = batch.mask[idx] if use_mask else torch.ones_like(batch.mask[idx])
+                old = logp.detach() if recompute_old else batch.old_logprobs[idx]
+                loss = losses.ppo_clip_loss(logp[m], old[m], batch.advantages[idx][m], config.clip)
+                if value:
+                    loss = loss + config.vf_coef * value_loss(values, batch.old_values[idx], batch.returns[idx], m,
+                                                              config.vf_clip)
+                if config.entropy_coef:
+                    loss = loss - entropy_sign * config.entropy_coef * masked_mean(ent, m)
+                if zero_grad:
+                    optimizer.zero_grad()
+                loss.backward()
+                if clip_grad:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+    return update
+
+
+def check_ppo_update(fn: Callable) -> Callable:
+    """fn(model: ActorCritic, optimizer, batch: PPOBatch, config: PPOConfig, generator) updates the model in place:
+    config.epochs passes over the batch, each a fresh torch.randperm(B, generator=generator) cut into
+    config.minibatches slices; on each, the clipped surrogate + vf_coef * clipped value loss (- entropy_coef *
+    entropy), over real response tokens only, against the rollout's old log-probs and values; zero_grad,
+    backward, clip the gradient norm to config.grad_clip, step.
+
+    Checked by running fn and the package's ppo.ppo_update from the same tiny model, rollout and generator:
+    the parameters after the update must agree.
+    """
+    cases = [
+        ("8 ragged rows, 2 epochs x 2 minibatches, separate critic", (0, "separate", {})),
+        ("a shared critic, an entropy bonus, no value clip, 4 minibatches",
+         (1, "shared", {"entropy_coef": 0.05, "vf_clip": None, "minibatches": 4})),
+    ]
+    mistakes = {
+        "the minibatches are the same in every epoch: draw a fresh torch.randperm(B, generator=generator) at the start "
+        "of EACH epoch, so every epoch sees the rows in a new order.": _after_update(_update_variant(reshuffle=False)),
+        "the old log-probs were recomputed inside the loop (or taken from the current forward pass), so the ratio is "
+        "always 1 and nothing is ever clipped: use batch.old_logprobs, fixed at rollout time.":
+            _after_update(_update_variant(recompute_old=True)),
+        "the padding counts: average the losses over real response tokens only (batch.mask), e.g. "
+        "ppo_clip_loss(logp[m], old[m], adv[m]) and value_loss(..., m).": _after_update(_update_variant(use_mask=False)),
+        "the value loss is missing: loss = ppo_clip_loss(...) + config.vf_coef * value_loss(...), or the value head "
+        "never learns.": _after_update(_update_variant(value=False)),
+        "the gradient norm is not clipped: torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip) "
+        "between backward() and step().": _after_update(_update_variant(clip_grad=False)),
+        "optimizer.zero_grad() is missing: every step then adds the gradients of all the earlier minibatches.":
+            _after_update(_update_variant(zero_grad=False)),
+        "the entropy bonus has the wrong sign: SUBTRACT entropy_coef * mean entropy from the loss (more entropy, "
+        "lower loss).": _after_update(_update_variant(entropy_sign=-1.0)),
+    }
+    reference = _after_update(ppo_update)
+    checked = run_check("ppo_update", _after_update(fn), reference, cases, mistakes, atol=2e-5)
+    return ppo_update if checked is reference else fn
