@@ -220,6 +220,26 @@ def _epoch_batches(n: int, batch_size: int, generator: torch.Generator):
             yield order[start:start + batch_size]
 
 
+def reward_step(rm: RewardModel, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
+                attention_mask: torch.Tensor, grad_clip: float, *, step: int = 0) -> tuple[float, float]:
+    """One Bradley-Terry update on a batch of B pairs, scored in ONE forward pass of 2B rows.
+
+        r = rm(tokens, attention_mask)        r_chosen = r[:B], r_rejected = r[B:]
+        L = -mean_b log sigma(r_chosen[b] - r_rejected[b])
+
+    tokens, attention_mask (2B, T): rows 0..B-1 are the chosen responses, rows B..2B-1 the rejected ones of
+    the same pairs, in the same order (any padding side: rm reads each row at its last real token). One pass
+    instead of two halves the calls and gives both halves of a pair the same weights.
+    Then zero_grad, backward, clip the gradient norm to grad_clip, step (train.optimizer_step, which stops
+    on a non-finite loss and names `step`).
+    Returns (loss, accuracy on the batch) as Python floats: a loss kept as a tensor would keep its graph alive.
+    """
+    reward_chosen, reward_rejected = rm(tokens, attention_mask).chunk(2)
+    loss = bradley_terry_loss(reward_chosen, reward_rejected)
+    optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward model loss")
+    return loss.item(), pairwise_accuracy(reward_chosen.detach(), reward_rejected.detach())
+
+
 def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 32,
                        lr: float = 3e-4, warmup: int = 10, weight_decay: float = 0.1, grad_clip: float = 1.0,
                        eval_pairs=None, eval_every: int = 0, seed: int = 0,
@@ -227,7 +247,8 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
     """Fit rm to labelled pairs ((prompt, chosen, rejected) triples or dicts) with the Bradley-Terry loss.
 
     Each step takes batch_size pairs (epochs = steps * batch_size / len(pairs); InstructGPT trains one
-    epoch, more over-fits) and scores chosen and rejected responses in ONE forward pass of 2B rows.
+    epoch, more over-fits) and makes one `reward_step` on them: chosen and rejected responses in ONE forward
+    pass of 2B rows.
     AdamW with a cosine schedule, as in train.train_lm. eval_pairs, if given, are scored every
     eval_every steps (0: only at the end) and at the end. progress: a description to show a progress bar.
     Returns {"loss": [per step], "accuracy": [per step, on the batch], "lr": [per step],
@@ -257,11 +278,9 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
         idx = next(batches)
         rows = torch.cat([idx, idx + n])
         width = int(mask[rows].sum(1).max())          # right-padded: drop the all-pad columns
-        r_chosen, r_rejected = rm(tokens[rows, :width], mask[rows, :width]).chunk(2)
-        loss = bradley_terry_loss(r_chosen, r_rejected)
-        optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward model loss")
-        history["loss"].append(loss.item())
-        history["accuracy"].append(pairwise_accuracy(r_chosen.detach(), r_rejected.detach()))
+        loss, accuracy = reward_step(rm, optimizer, tokens[rows, :width], mask[rows, :width], grad_clip, step=step)
+        history["loss"].append(loss)
+        history["accuracy"].append(accuracy)
         history["lr"].append(optimizer.param_groups[0]["lr"])
         if bar is not None:
             bar.update(1)

@@ -14,6 +14,7 @@ from minirlhf import losses
 from minirlhf.best_of_n import best_of_n_probs, best_of_n_weights, kl_best_of_n_exact
 from minirlhf.feedback import category_kappa
 from minirlhf.logprobs import gather_last
+from minirlhf.reward import pairwise_accuracy, reward_step
 from conftest import assert_check_behaves
 
 
@@ -209,6 +210,70 @@ def kl_plain(r, n):                       # a correct answer, written the plain 
 
 
 SCALAR_FLOAT = r"expected a torch.Tensor of shape \(\), got float\. Return the tensor itself"
+
+
+# ---------------------------------------------------------------- 07 the reward model's training step
+def reward_step_written(two_passes=False, swap=False, unstable=False, last_column=False, zero=True, clip=True,
+                        keep_graph=False):
+    """A step written the way a student would (softplus, model.zero_grad, accuracy by hand), one mistake switched on;
+    two_passes scores chosen and rejected rows in two forward passes: right, only slower."""
+    def step(rm, optimizer, tokens, mask, grad_clip):
+        B = tokens.size(0) // 2
+        if two_passes:
+            chosen, rejected = rm(tokens[:B], mask[:B]), rm(tokens[B:], mask[B:])
+        elif last_column:
+            rewards = rm.scale * rm.head(rm.gpt.hidden_states(tokens, mask))[:, -1] + rm.bias
+            chosen, rejected = rewards[:B], rewards[B:]
+        else:
+            rewards = rm(tokens, mask)
+            chosen, rejected = rewards[:B], rewards[B:]
+        if swap:
+            chosen, rejected = rejected, chosen
+        margin = chosen - rejected
+        loss = -torch.log(torch.sigmoid(margin)).mean() if unstable else F.softplus(-margin).mean()
+        if zero:
+            rm.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), max_norm=grad_clip)
+        optimizer.step()
+        return (loss if keep_graph else loss.item()), (margin > 0).float().mean().item()
+    return step
+
+
+def test_reward_step_check(capsys):
+    def swapped_in_the_loss_only(rm, optimizer, tokens, mask, grad_clip):
+        chosen, rejected = rm(tokens, mask).chunk(2)
+        loss = losses.bradley_terry_loss(rejected, chosen)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
+        optimizer.step()
+        return loss.item(), pairwise_accuracy(chosen.detach(), rejected.detach())
+
+    wrongs = [
+        (reward_step_written(swap=True), "first B rows are the CHOSEN"),
+        (swapped_in_the_loss_only, "the loss has chosen and rejected swapped"),
+        (reward_step_written(unstable=True), "nan or inf.*F.logsigmoid"),
+        (reward_step_written(last_column=True), "last column"),
+        (reward_step_written(zero=False), "zero_grad"),
+        (reward_step_written(clip=False), "not clipped"),
+        (reward_step_written(keep_graph=True), "tensor with its graph: return loss.item"),
+        (lambda *args: reward_step(*args)[0], r"expected a tuple of 2 numbers, got float"),
+        (lambda *args: None, "returned None"),
+        (lambda *args: 0.5, "expected a tuple"),                 # no step taken at all
+        (lambda *args: (0.6408, 0.75), "expected"),              # the case's loss and accuracy, no step taken
+    ]
+    rights = [reward_step, reward_step_written(), reward_step_written(two_passes=True)]
+    assert_check_behaves(ex.check_reward_step, rights, wrongs, capsys, reference=reward_step)
+
+
+def test_reward_step_check_restores_the_global_rng():
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    ex.check_reward_step(reward_step)
+    assert torch.equal(before, torch.get_rng_state())
+
 
 CHECKS = [    # (check, the function a stub falls back on if it is public, right answers, (wrong answer, hint))
     (ex.check_cohens_kappa, None, [category_kappa, kappa_counter], [

@@ -10,8 +10,8 @@ from minirlhf.generation import left_pad
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.preferences import bt_probability
 from minirlhf.reward import (RewardModel, as_triples, calibration_bins, encode_responses, evaluate_reward_model,
-                             expected_accuracy, normalize_, pairwise_accuracy, preference_accuracy, score,
-                             train_reward_model)
+                             expected_accuracy, normalize_, pairwise_accuracy, preference_accuracy, reward_step,
+                             score, train_reward_model)
 from minirlhf.tasks import reviews
 from minirlhf.tokenizer import PAD_ID, TOKENIZER
 from minirlhf.utils import seed_everything
@@ -149,6 +149,18 @@ def test_a_tiny_reward_model_learns_the_gold_taste():
     assert [step for step, _ in history["eval"]] == [40, 80]
     assert sum(history["loss"][-10:]) / 10 < math.log(2) - 0.3
     assert history["eval"][-1][1] > 0.8 and not rm.training
+
+
+def test_reward_step_returns_floats_and_stops_on_a_nonfinite_loss():
+    rm = tiny_rm()
+    tokens, mask = encode_responses(["review: soup\n"] * 2, ["i loved the soup.", "i hated the soup and the staff."])
+    optimizer = torch.optim.SGD(rm.parameters(), lr=0.1)
+    loss, accuracy = reward_step(rm, optimizer, tokens, mask, grad_clip=1.0)      # 1 pair: row 0 chosen, row 1 rejected
+    assert isinstance(loss, float) and accuracy in (0.0, 1.0)
+    with torch.no_grad():
+        rm.scale.fill_(math.nan)                      # as a diverged model would give
+    with pytest.raises(FloatingPointError, match="reward model loss became nan at step 7"):
+        reward_step(rm, optimizer, tokens, mask, grad_clip=1.0, step=7)
 
 
 def test_training_refuses_pairs_longer_than_the_context():

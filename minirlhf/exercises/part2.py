@@ -11,7 +11,10 @@ from .. import losses
 from ..best_of_n import best_of_n_probs, best_of_n_weights, kl_best_of_n_analytic, kl_best_of_n_exact
 from ..feedback import category_kappa
 from ..logprobs import gather_last
-from .engine import run_check, seeded
+from ..model import GPTConfig
+from ..reward import RewardModel, pairwise_accuracy, reward_step
+from ..tokenizer import TOKENIZER
+from .engine import ExerciseError, _type_problem, run_check, seeded
 
 # ---------------------------------------------------------------- 06 preference data
 def _cohens_kappa(x, y):
@@ -163,6 +166,112 @@ def check_ranking_loss(fn: Callable) -> Callable:
             lambda r: -torch.log(torch.sigmoid(pairs(r))).mean(),
     }
     return run_check("ranking_loss", fn, losses.ranking_loss, cases, mistakes, atol=1e-4, grad_args={0: "rewards"})
+
+
+# ---------------------------------------------------------------- 07 the reward model's training step
+def _reward_case(seed: int, head_gain: float):
+    """A tiny reward model with stale gradients in .grad (the previous batch's) and a batch of 4 pairs: 8 ragged
+    right-padded rows, 4 chosen then the 4 rejected, built the same way on every call: (rm, tokens, mask).
+    head_gain multiplies the head's weights: a large gain makes a confident model, with margins of hundreds."""
+    g = seeded(seed)
+    torch.manual_seed(seed)   # the tiny model's initial weights; the caller's RNG state is restored around the check
+    rm = RewardModel(GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=16, d_model=16, n_layers=1, n_heads=2))
+    with torch.no_grad():
+        rm.head.linear.weight.mul_(head_gain)
+    for p in rm.parameters():
+        p.grad = torch.randn(p.shape, generator=g)
+    lengths = torch.tensor([5, 9, 3, 7, 8, 4, 9, 6])
+    mask = torch.arange(int(lengths.max())) < lengths[:, None]
+    tokens = torch.randint(4, TOKENIZER.vocab_size, mask.shape, generator=g)
+    return rm, torch.where(mask, tokens, torch.full_like(tokens, TOKENIZER.pad_id)), mask
+
+
+def _returned_problem(got) -> str | None:
+    """Why got cannot be reward_step's (loss, accuracy), or None."""
+    if got is None:
+        return "it returned None. Did you forget `return loss, accuracy`?"
+    if isinstance(got, (tuple, list)) and got and isinstance(got[0], torch.Tensor) and got[0].requires_grad:
+        return ("the loss is returned as a tensor with its graph: return loss.item(), a Python float. A training "
+                "loop keeps every step's loss, and each such tensor would keep its step's whole graph (every "
+                "activation of the forward pass) alive in memory.")
+    return _type_problem(got, (0.0, 0.0), scalar_tensor_ok=False)
+
+
+def _after_step(step: Callable) -> Callable:
+    """step(rm, optimizer, tokens, mask, grad_clip) -> (loss, accuracy), as a function of a case: the returned
+    loss and accuracy, then all the model's parameters after the step, flattened: (2 + n_params,)."""
+    def values_after(seed, head_gain, grad_clip):
+        state = torch.get_rng_state()
+        try:
+            rm, tokens, mask = _reward_case(seed, head_gain)
+        finally:
+            torch.set_rng_state(state)
+        # plain SGD, not Adam: Adam divides by the gradient's own size, so it turns a rounding-level difference in a
+        # near-zero gradient (a sum taken in another order) into a full step; SGD keeps equal answers equal
+        optimizer = torch.optim.SGD(rm.parameters(), lr=0.5)
+        returned = step(rm, optimizer, tokens, mask, grad_clip)
+        problem = _returned_problem(returned)
+        if problem:
+            raise ExerciseError(f"reward_step must return (loss, accuracy), two Python floats: {problem}")
+        parameters = [p.detach().reshape(-1) for p in rm.parameters()]
+        return torch.cat([torch.tensor([float(returned[0]), float(returned[1])]), *parameters])
+    return values_after
+
+
+def _step_variant(*, swap="", last_column=False, zero_grad=True, clip=True):
+    """reward_step with one known mistake switched on (for the check's hints). swap: "both" swaps chosen and
+    rejected everywhere, "loss" only in the loss."""
+    def step(rm, optimizer, tokens, mask, grad_clip):
+        if last_column:   # the head read at the last column: a PAD position for all rows but the longest
+            rewards = rm.scale * rm.head(rm.gpt.hidden_states(tokens, mask))[:, -1] + rm.bias
+        else:
+            rewards = rm(tokens, mask)
+        chosen, rejected = rewards.chunk(2)[::-1] if swap == "both" else rewards.chunk(2)
+        margin = rejected - chosen if swap == "loss" else chosen - rejected
+        loss = -F.logsigmoid(margin).mean()
+        if zero_grad:
+            optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
+        optimizer.step()
+        return loss.item(), pairwise_accuracy(chosen.detach(), rejected.detach())
+    return step
+
+
+def check_reward_step(fn: Callable) -> Callable:
+    """fn(rm: RewardModel, optimizer, tokens (2B, T), attention_mask (2B, T), grad_clip) -> (loss, accuracy):
+    rows 0..B-1 are the chosen responses, B..2B-1 the rejected ones; score them (one forward pass), the
+    Bradley-Terry loss on the margins, zero_grad, backward, clip the gradient norm to grad_clip, step; return the
+    loss and the share of pairs ranked right, as Python floats.
+
+    Checked by running fn and the package's reward.reward_step from the same tiny model (with the previous batch's
+    gradients still in .grad) and batch of ragged right-padded rows: the returned values and every parameter after
+    the step must agree.
+    """
+    cases = [
+        ("4 pairs of ragged right-padded rows, the previous batch's gradients still in .grad", (0, 1.0, 0.5)),
+        ("a confident reward model (head weights x 300): margins of hundreds, some pairs confidently wrong",
+         (2, 300.0, 1.0)),
+    ]
+    mistakes = {
+        "chosen and rejected are swapped: the first B rows are the CHOSEN responses, so rewards.chunk(2) gives "
+        "(r_chosen, r_rejected), and the loss is -log sigma(r_chosen - r_rejected).":
+            _after_step(_step_variant(swap="both")),
+        "the loss has chosen and rejected swapped: it must be low when the CHOSEN response has the higher reward, "
+        "-log sigma(r_chosen - r_rejected).": _after_step(_step_variant(swap="loss")),
+        "the rewards are read at the last column, a PAD position for every row but the longest: call rm(tokens, "
+        "attention_mask), which reads each row at its last real token.": _after_step(_step_variant(last_column=True)),
+        "optimizer.zero_grad() is missing: the gradients of the previous batch, still in .grad, are added to this "
+        "batch's.": _after_step(_step_variant(zero_grad=False)),
+        "the gradient norm is not clipped: torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip) between "
+        "backward() and step().": _after_step(_step_variant(clip=False)),
+    }
+    reference = _after_step(reward_step)
+    checked = run_check("reward_step", _after_step(fn), reference, cases, mistakes, atol=2e-5,
+                        nonfinite_hint="At margins of -100 and below, sigmoid underflows to 0 and log(0) = -inf, "
+                                       "whose gradient is nan: use F.logsigmoid(r_chosen - r_rejected) (exercise 1).")
+    return reward_step if checked is reference else fn
 
 
 # ---------------------------------------------------------------- 08 best-of-N
