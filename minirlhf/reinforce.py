@@ -127,14 +127,15 @@ def policy_gradient_variance(policy: GPT, reference: GPT, reward_model: nn.Modul
     Draws n_batches independent batches of config.batch_size responses from `policy` (which is not
     changed) and, for each baseline, the flattened gradient g_k (all parameters) of the REINFORCE loss
     on batch k. Returns {baseline: {"variance": sum_j Var_k(g_k[j]) (the trace of the gradient
-    estimate's covariance: expected ||g_k - E g||^2), "mean_sq_norm": ||mean_k g_k||^2 (the signal),
-    "snr": mean_sq_norm / variance}}. Using the same rollouts for every baseline (common random
+    estimate's covariance: expected ||g_k - E g||^2), "variance_se": its jackknife standard error over the
+    batches (how much the estimate itself would move with other batches), "mean_sq_norm": ||mean_k g_k||^2
+    (the signal), "snr": mean_sq_norm / variance}}. Using the same rollouts for every baseline (common random
     numbers) means the differences come from the baseline alone. Cost: n_batches rollouts and one
     backward per batch and baseline.
     """
     config = config or ReinforceConfig()
-    if n_batches < 2:
-        raise ValueError("n_batches must be >= 2 to measure a variance")
+    if n_batches < 3:
+        raise ValueError("n_batches must be >= 3 to measure a variance and its standard error")
     generator = torch.Generator().manual_seed(config.seed)
     next_prompts = prompt_source(prompts, config.batch_size, config.seed, generator)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -151,5 +152,20 @@ def policy_gradient_variance(policy: GPT, reference: GPT, reward_model: nn.Modul
         stacked = torch.stack(gs).double()
         variance = float(stacked.var(0).sum())
         signal = float(stacked.mean(0).pow(2).sum())
-        out[b] = {"variance": variance, "mean_sq_norm": signal, "snr": signal / variance if variance else float("inf")}
+        out[b] = {"variance": variance, "variance_se": jackknife_se(stacked), "mean_sq_norm": signal,
+                  "snr": signal / variance if variance else float("inf")}
     return out
+
+
+def jackknife_se(samples: torch.Tensor) -> float:
+    """Standard error of the total variance sum_j Var_k(samples[k, j]) of K vector samples (K, P), by the jackknife:
+
+        v_i = the total variance without sample i        se = sqrt((K - 1) / K * sum_i (v_i - mean v)^2)
+
+    Needs K >= 3 (each leave-one-out set must still have a variance)."""
+    K = samples.size(0)
+    if K < 3:
+        raise ValueError("the jackknife needs at least 3 samples")
+    keep = ~torch.eye(K, dtype=torch.bool)
+    v = torch.stack([samples[keep[i]].var(0).sum() for i in range(K)])
+    return float(((K - 1) / K * (v - v.mean()).pow(2).sum()).sqrt())

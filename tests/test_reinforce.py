@@ -55,3 +55,16 @@ def test_policy_gradient_variance_a_baseline_removes_the_offset_noise():
     # over the whole batch, leave-one-out = B / (B - 1) x the mean baseline: same direction, same SNR
     assert out["leave_one_out"]["snr"] == pytest.approx(out["mean"]["snr"], rel=1e-6)
     assert out["leave_one_out"]["variance"] == pytest.approx(out["mean"]["variance"] * (8 / 7) ** 2, rel=1e-5)
+
+
+def test_jackknife_se_matches_the_theory_for_gaussian_samples():
+    """For K normal samples the variance estimate has a standard error of about sigma^2 sqrt(2 / (K - 1))."""
+    from minirlhf.reinforce import jackknife_se
+
+    g = torch.Generator().manual_seed(0)
+    samples = torch.randn(400, 1, generator=g, dtype=torch.float64) * 2.0        # variance 4
+    assert jackknife_se(samples) == pytest.approx(4.0 * math.sqrt(2 / 399), rel=0.25)
+    wide = torch.randn(40, 50, generator=g, dtype=torch.float64)               # 50 independent coordinates
+    assert jackknife_se(wide) == pytest.approx(math.sqrt(50) * math.sqrt(2 / 39), rel=0.3)
+    with pytest.raises(ValueError, match="at least 3"):
+        jackknife_se(samples[:2])
