@@ -40,6 +40,28 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, los
     optimizer.step()
 
 
+def lm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
+            loss_mask: torch.Tensor | None, *, grad_clip: float, step: int = 0) -> float:
+    """One next-token update on tokens (B, T): forward, loss over the targets loss_mask keeps (all if None),
+    then `optimizer_step`. Returns the loss as a Python float (no graph kept alive between steps)."""
+    loss = next_token_loss(model(tokens), tokens, loss_mask)
+    optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip)
+    return loss.item()
+
+
+def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
+             prompt_lengths: torch.Tensor, grad_clip: float = 1.0, *, step: int = 0) -> float:
+    """One SFT update on right-padded rows "BOS prompt response EOS PAD..." (B, T), what `sft` does each step:
+
+        L = -(1/|M|) sum_{(b,t) in M} log pi(tokens[b, t] | tokens[b, <t]),  M = response tokens and EOS
+            (t >= prompt_lengths[b], not PAD), predicted by the logits at t - 1;
+        zero_grad, backward, clip the gradient norm to grad_clip, optimizer.step().
+
+    prompt_lengths (B,) counts BOS and the prompt. Returns L (before the update) as a Python float."""
+    return lm_step(model, optimizer, tokens, sft_loss_mask(tokens, prompt_lengths, TOKENIZER.pad_id),
+                   grad_clip=grad_clip, step=step)
+
+
 def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]], *,
              steps: int, lr: float, warmup: int = 50, weight_decay: float = 0.1, grad_clip: float = 1.0,
              eval_fn: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 0,
@@ -65,9 +87,7 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
             group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
         tokens, loss_mask = next_batch(step)
         tokens, loss_mask = tokens.to(device), None if loss_mask is None else loss_mask.to(device)
-        loss = next_token_loss(model(tokens), tokens, loss_mask)
-        optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip)
-        history["loss"].append(loss.item())
+        history["loss"].append(lm_step(model, optimizer, tokens, loss_mask, grad_clip=grad_clip, step=step))
         history["lr"].append(optimizer.param_groups[0]["lr"])
         if bar is not None:
             bar.update(1)
@@ -93,7 +113,8 @@ def pretrain(model: torch.nn.Module, texts: list[str], *, steps: int, batch_size
 
 def sft(model: torch.nn.Module, pairs: list[tuple[str, str]], *, steps: int, batch_size: int = 32,
         lr: float = 1e-3, seed: int = 0, **kwargs) -> dict:
-    """Supervised fine-tuning on (prompt, response) pairs; only response tokens (and EOS) are learned."""
+    """Supervised fine-tuning on (prompt, response) pairs; only response tokens (and EOS) are learned: each
+    step is `sft_step` on a batch of batch_size random pairs, with the learning rate of `cosine_lr`."""
     tokens, prompt_lengths = encode_pairs(pairs, TOKENIZER)
     if tokens.size(1) > model.config.context_length:
         raise ValueError(f"an SFT example has {tokens.size(1)} tokens but the model's context is "

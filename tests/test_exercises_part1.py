@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from minirlhf import exercises as ex
 from minirlhf import losses, preferences
 from minirlhf.advantages import discounted_returns
-from minirlhf.exercises.part1 import reference_attention, reference_next_token_loss
+from minirlhf.exercises.part1 import reference_attention, reference_block_forward, reference_next_token_loss
+from minirlhf.train import sft_step
 from conftest import assert_check_behaves
 
 
@@ -110,6 +111,52 @@ def attention_softmax_over_queries(q, k, v):
     return torch.softmax(s, -2).nan_to_num() @ v
 
 
+# ---------------------------------------------------------------- 03 the block's forward
+def block_by_hand(block, x, mask):               # right: LayerNorm written out, names of its own
+    def norm(ln, u):
+        return F.layer_norm(u, u.shape[-1:], ln.weight, ln.bias, ln.eps)
+    after_attention = x + block.attn(norm(block.ln_1, x), mask, None, 0)
+    return after_attention + block.mlp(norm(block.ln_2, after_attention))
+
+
+def block_post_norm(block, x, mask):
+    x = block.ln_1(x + block.attn(x, mask, None, 0))
+    return block.ln_2(x + block.mlp(x))
+
+
+def block_no_attention_residual(block, x, mask):
+    x = block.attn(block.ln_1(x), mask, None, 0)
+    return x + block.mlp(block.ln_2(x))
+
+
+def block_no_mlp_residual(block, x, mask):
+    return block.mlp(block.ln_2(x + block.attn(block.ln_1(x), mask, None, 0)))
+
+
+def block_ln_1_twice(block, x, mask):
+    x = x + block.attn(block.ln_1(x), mask, None, 0)
+    return x + block.mlp(block.ln_1(x))
+
+
+def block_no_mask(block, x, mask):
+    return reference_block_forward(block, x, None)
+
+
+def block_parallel(block, x, mask):              # GPT-J's parallel block: both branches read the input
+    return x + block.attn(block.ln_1(x), mask, None, 0) + block.mlp(block.ln_2(x))
+
+
+def block_detached_stream(block, x, mask):       # right value; the residual carries no gradient to x
+    x = x.detach() + block.attn(block.ln_1(x), mask, None, 0)
+    return x + block.mlp(block.ln_2(x))
+
+
+def block_frozen_mlp(block, x, mask):            # right value; W_1 of the MLP is detached, gets no gradient
+    x = x + block.attn(block.ln_1(x), mask, None, 0)
+    hidden = F.gelu(F.linear(block.ln_2(x), block.mlp.fc.weight.detach()))
+    return x + block.mlp.proj(hidden)
+
+
 # ---------------------------------------------------------------- 04 next-token loss
 def loss_log_softmax(logits, tokens):            # right: log_softmax and gather
     logp = F.log_softmax(logits[:, :-1], dim=-1)
@@ -173,6 +220,54 @@ def mask_includes_last_prompt_token(tokens, prompt_lengths):
 
 
 TENSOR_LIST = r"expected a torch.Tensor of shape \(\d+,\), got a list"
+# ---------------------------------------------------------------- 05 one SFT step
+def step_by_hand(model, optimizer, tokens, prompt_lengths, grad_clip):   # right: gather the targets by a mask
+    logits = model(tokens)
+    targets = losses.sft_loss_mask(tokens, prompt_lengths)[:, 1:]
+    loss = F.cross_entropy(logits[:, :-1][targets], tokens[:, 1:][targets])
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def sft_step_with(model, optimizer, tokens, mask, grad_clip, *, zero_grad=True, clip=True, shift=True):
+    logits = model(tokens)
+    loss = (losses.next_token_loss(logits, tokens, mask) if shift else F.cross_entropy(logits[mask], tokens[mask]))
+    if zero_grad:
+        optimizer.zero_grad()
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
+def step_prompt_learned(model, opt, t, n, c):
+    return sft_step_with(model, opt, t, t != 0, c).item()
+
+
+def step_padding_learned(model, opt, t, n, c):
+    return sft_step_with(model, opt, t, torch.arange(t.size(1))[None, :] >= n[:, None], c).item()
+
+
+def step_no_shift(model, opt, t, n, c):
+    return sft_step_with(model, opt, t, losses.sft_loss_mask(t, n), c, shift=False).item()
+
+
+def step_no_zero_grad(model, opt, t, n, c):
+    return sft_step_with(model, opt, t, losses.sft_loss_mask(t, n), c, zero_grad=False).item()
+
+
+def step_no_clip(model, opt, t, n, c):
+    return sft_step_with(model, opt, t, losses.sft_loss_mask(t, n), c, clip=False).item()
+
+
+def step_returns_tensor(model, opt, t, n, c):
+    return sft_step_with(model, opt, t, losses.sft_loss_mask(t, n), c)
+
+
 SCALAR_FLOAT = r"expected a torch.Tensor of shape \(\), got float\. Return the tensor itself"
 VALUE_RIGHT_GRAD = "the value is right, but"
 
@@ -210,6 +305,15 @@ CHECKS = [    # (check, the function a stub falls back on, right answers, (wrong
         (lambda q, k, v: (attention_explicit(q, k, v),), r"got a tuple of 1 item \(torch.Tensor\)"),
         (lambda q, k, v: attention_weights(q, k).detach() @ v, VALUE_RIGHT_GRAD + " no gradient reaches the q"),
     ]),
+    (ex.check_block_forward, reference_block_forward, [reference_block_forward, block_by_hand], [
+        (block_post_norm, "post-norm"), (block_no_attention_residual, "residual of the attention is missing"),
+        (block_no_mlp_residual, "residual of the MLP is missing"), (block_ln_1_twice, "ln_1 is used twice"),
+        (block_no_mask, "ignores the mask"), (block_parallel, "reads the block's input"),
+        (lambda b, x, m: reference_block_forward(b, x, m).detach().numpy(), "got numpy.ndarray"),
+        (lambda b, x, m: (reference_block_forward(b, x, m), None), r"got a tuple of 2 items"),
+        (block_detached_stream, VALUE_RIGHT_GRAD + " the gradient of sum.*with respect to the input x is not"),
+        (block_frozen_mlp, VALUE_RIGHT_GRAD + " no gradient reaches the parameter block.mlp.fc.weight"),
+    ]),
     (ex.check_next_token_loss, reference_next_token_loss,
      [reference_next_token_loss, loss_log_softmax, loss_in_place], [
         (loss_no_shift, "no shift"), (loss_wrong_shift, "shifted the wrong way"), (loss_sum, "not the sum"),
@@ -226,9 +330,23 @@ CHECKS = [    # (check, the function a stub falls back on, right answers, (wrong
         (lambda t, n: losses.sft_loss_mask(t, n).long(), r"expected a bool mask.*torch.int64"),
         (lambda t, n: losses.sft_loss_mask(t, n).tolist(), r"expected a torch.Tensor of shape \(3, 9\), got a list"),
     ]),
+    (ex.check_sft_step, sft_step, [sft_step, step_by_hand], [
+        (step_prompt_learned, "prompt is not masked"), (step_padding_learned, "padding counts"),
+        (step_no_shift, "no shift"), (step_no_zero_grad, "zero_grad"), (step_no_clip, "not clipped"),
+        (step_returns_tensor, r"Python float, got a torch.Tensor of shape \(\) \(torch.float32\) with its autograd "
+                              r"graph. Return loss.item\(\)"),
+        (lambda model, opt, t, n, c: [sft_step(model, opt, t, n, c)], "Python float, got a list"),
+    ]),
 ]
 
 
 @pytest.mark.parametrize("check,fallback,rights,wrongs", CHECKS, ids=[c[0].__name__ for c in CHECKS])
 def test_check_accepts_right_answers_falls_back_on_stub_and_rejects_mistakes(check, fallback, rights, wrongs, capsys):
     assert_check_behaves(check, rights, wrongs, capsys, reference=fallback)
+
+
+def test_checks_that_build_a_model_leave_the_global_rng_alone(capsys):
+    state = torch.get_rng_state()
+    ex.check_block_forward(reference_block_forward)
+    ex.check_sft_step(sft_step)
+    assert torch.equal(torch.get_rng_state(), state)

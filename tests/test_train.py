@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minirlhf.tasks import arithmetic
-from minirlhf.train import cosine_lr, pretrain, sft
+from minirlhf.train import cosine_lr, make_optimizer, pretrain, sft, sft_step
 from helpers import tiny_model
 
 
@@ -39,3 +39,18 @@ def test_nonfinite_loss_stops_training():
         model.lm_head.weight.fill_(float("nan")) if hasattr(model, "lm_head") else next(model.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="step 0"):
         pretrain(model, arithmetic.pretraining_corpus(100), steps=2, batch_size=2)
+
+
+def test_one_step_of_sft_is_sft_step_bit_for_bit():
+    """sft's loop and the exercise's sft_step are the same update: same batch, same AdamW, identical weights."""
+    from minirlhf.data import encode_pairs
+    pairs = arithmetic.sft_dataset(50)
+    looped, stepped = tiny_model(), tiny_model()
+    h = sft(looped, pairs, steps=1, batch_size=4, lr=1e-3, seed=3)
+    tokens, prompt_lengths = encode_pairs(pairs)
+    idx = torch.randint(0, tokens.size(0), (4,), generator=torch.Generator().manual_seed(3))   # sft's draw
+    batch = tokens[idx][:, :int((tokens[idx] != 0).sum(1).max())]
+    stepped.train()
+    loss = sft_step(stepped, make_optimizer(stepped, 1e-3), batch, prompt_lengths[idx], grad_clip=1.0)
+    assert isinstance(loss, float) and loss == h["loss"][0]
+    assert all(torch.equal(a, b) for a, b in zip(looped.parameters(), stepped.parameters()))

@@ -6,8 +6,9 @@
 - part1: notebooks 01-05; part2: 06-08; part3: 09-12.
 """
 from .engine import ExerciseError, exercise_summary, run_check
-from .part1 import (check_bayes_optimal_accuracy, check_causal_attention, check_discounted_returns,
-                    check_next_token_loss, check_reinforce_loss, check_sft_loss_mask)
+from .part1 import (check_bayes_optimal_accuracy, check_block_forward, check_causal_attention,
+                    check_discounted_returns, check_next_token_loss, check_reinforce_loss, check_sft_loss_mask,
+                    check_sft_step)
 from .part2 import (check_best_of_n_weights, check_bradley_terry_loss, check_cohens_kappa, check_gather_last,
                     check_kl_best_of_n_exact, check_ranking_loss, check_reward_step)
 from .part3 import (check_fit_gao, check_gae, check_gold_order_agreement, check_kl_penalty_rewards,
@@ -15,7 +16,7 @@ from .part3 import (check_fit_gao, check_gae, check_gold_order_agreement, check_
 
 __all__ = ["ExerciseError", "exercise_summary", "run_check",
            "check_discounted_returns", "check_reinforce_loss", "check_bayes_optimal_accuracy", "check_causal_attention",
-           "check_next_token_loss", "check_sft_loss_mask",
+           "check_block_forward", "check_next_token_loss", "check_sft_loss_mask", "check_sft_step",
            "check_cohens_kappa", "check_bradley_terry_loss", "check_gather_last", "check_ranking_loss",
            "check_reward_step", "check_best_of_n_weights", "check_kl_best_of_n_exact",
            "check_sequence_logprobs", "check_leave_one_out_baseline", "check_ppo_clip_loss", "check_gae",

@@ -8,7 +8,10 @@ import torch.nn.functional as F
 
 from .. import losses, preferences
 from ..advantages import discounted_returns
-from .engine import run_check, seeded
+from ..model import GPT, Block, GPTConfig, attention_bias
+from ..tokenizer import TOKENIZER
+from ..train import sft_step
+from .engine import ExerciseError, describe, run_check, seeded
 
 # ---------------------------------------------------------------- 01 RL basics
 def check_discounted_returns(fn: Callable) -> Callable:
@@ -119,6 +122,114 @@ def check_causal_attention(fn: Callable) -> Callable:
                      grad_args={0: "q", 1: "k", 2: "v"})
 
 
+def _fresh(build: Callable):
+    """build() with the caller's global RNG state restored afterwards (module constructors draw from it)."""
+    state = torch.get_rng_state()
+    try:
+        return build()
+    finally:
+        torch.set_rng_state(state)
+
+
+def reference_block_forward(block, x, mask):
+    return block(x, mask, None, 0)
+
+
+class _Applied(torch.nn.Module):
+    """block_forward(block, x, mask) as a module, so that torch.func.functional_call can run it with the
+    block's parameters replaced by given tensors (whose gradients the check then compares)."""
+
+    def __init__(self, block_forward: Callable, block: Block):
+        super().__init__()
+        self.block_forward, self.block = block_forward, block
+
+    def forward(self, x, mask):
+        return self.block_forward(self.block, x, mask)
+
+
+def _on_parameters(block_forward: Callable, block: Block, names: list[str]) -> Callable:
+    """block_forward as a function of (x, mask, *parameters), the parameters in the order of names."""
+    applied = _Applied(block_forward, block)
+
+    def run(x, mask, *parameters):
+        values = {f"block.{name}": p for name, p in zip(names, parameters)}
+        return torch.func.functional_call(applied, values, (x, mask))
+    return run
+
+
+def _block_variant(*, post_norm=False, attn_residual=True, mlp_residual=True, one_norm=False, use_mask=True,
+                   parallel=False, normed_residual=False) -> Callable:
+    """The block's forward with one known mistake switched on (for the check's hints)."""
+    def forward(block, x, mask):
+        ln_2 = block.ln_1 if one_norm else block.ln_2
+        attn = lambda u: block.attn(u, mask if use_mask else None, None, 0)  # noqa: E731
+        if post_norm:
+            x = block.ln_1(x + attn(x))
+            return ln_2(x + block.mlp(x))
+        h = block.ln_1(x)
+        a = attn(h)
+        y = (h if normed_residual else x) + a if attn_residual else a
+        m = block.mlp(ln_2(x if parallel else y))
+        return y + m if mlp_residual else m
+    return forward
+
+
+def check_block_forward(fn: Callable) -> Callable:
+    """fn(block, x (B, T, d), mask (B, 1, T, T) additive or None) -> (B, T, d), the pre-LayerNorm block:
+
+        x <- x + block.attn(block.ln_1(x), mask, None, 0);   out = x + block.mlp(block.ln_2(x))
+
+    Compared with the package's Block on left-padded rows (the mask of model.attention_bias) and on plain
+    causal attention (mask None), values and gradients with respect to the input and every parameter of
+    the block (LayerNorm scales and shifts drawn at random, so that ln_1 and ln_2 differ)."""
+    g = seeded(6)
+    config = GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=8, d_model=16, n_layers=1, n_heads=2)
+    block = _fresh(lambda: Block(config))
+    names = [name for name, _ in block.named_parameters()]
+
+    def parameters():
+        """Random values for every parameter: weights of a trained block's size, norms away from (1, 0)."""
+        out = []
+        for name, p in block.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            out.append(1 + 0.3 * noise if name.endswith("ln_1.weight") or name.endswith("ln_2.weight")
+                       else 0.2 * noise if "ln_" in name else noise / p.shape[-1] ** 0.5)
+        return out
+
+    B, T = 3, 6
+    padded = torch.arange(T)[None, :] >= torch.tensor([0, 2, 3])[:, None]       # rows left-padded by 0, 2, 3
+    cases = [
+        ("3 left-padded rows of 6 positions, d = 16, 2 heads",
+         (torch.randn(B, T, 16, generator=g), attention_bias(padded, 0, T, torch.float32), *parameters())),
+        ("plain causal attention (mask None), 2 rows of 5", (torch.randn(2, 5, 16, generator=g), None, *parameters())),
+    ]
+    mistakes = {
+        "that is the post-norm block (normalise the sum): pre-norm normalises the INPUT of each branch and adds the "
+        "branch to the raw stream, x + attn(ln_1(x)).": _block_variant(post_norm=True),
+        "the residual of the attention is missing: x = x + block.attn(...), not x = block.attn(...).":
+            _block_variant(attn_residual=False),
+        "the residual of the MLP is missing: return x + block.mlp(block.ln_2(x)).": _block_variant(mlp_residual=False),
+        "both residuals are missing: each sub-layer ADDS to the stream, x = x + sublayer(norm(x)).":
+            _block_variant(attn_residual=False, mlp_residual=False),
+        "ln_1 is used twice: the MLP has its own LayerNorm, block.ln_2 (with its own learned scale and shift).":
+            _block_variant(one_norm=True),
+        "the attention ignores the mask: pass it on, block.attn(block.ln_1(x), mask, None, 0), or real tokens "
+        "attend to the padding.": _block_variant(use_mask=False),
+        "the MLP reads the block's input, not the stream after attention: compute x = x + attn(...) first, then "
+        "x + mlp(ln_2(x)) with that new x.": _block_variant(parallel=True),
+        "the residual adds the normalised input: x + attn(ln_1(x)), not ln_1(x) + attn(ln_1(x)); the stream itself "
+        "is never normalised.": _block_variant(normed_residual=True),
+    }
+    mistakes = {hint: _on_parameters(wrong, block, names) for hint, wrong in mistakes.items()}
+    grad_args = {0: "input x", **{2 + i: f"parameter block.{name}" for i, name in enumerate(names)}}
+    reference = _on_parameters(reference_block_forward, block, names)
+    checked = run_check("block_forward", _on_parameters(fn, block, names), reference, cases, mistakes,
+                        atol=1e-5, grad_args=grad_args,
+                        crash_hint="Call the block's parts: block.ln_1(x), block.attn(h, mask, None, 0), block.ln_2, "
+                                   "block.mlp.")
+    return reference_block_forward if checked is reference else fn
+
+
 # ---------------------------------------------------------------- 04 pretraining
 def reference_next_token_loss(logits, tokens):
     return losses.next_token_loss(logits, tokens)
@@ -172,3 +283,91 @@ def check_sft_loss_mask(fn: Callable) -> Callable:
             lambda t, n: (pos(t) >= n[:, None]) & (t != 0) & (t != 2),
     }
     return run_check("sft_loss_mask", fn, losses.sft_loss_mask, cases, mistakes)
+
+
+def _sft_case(seed: int):
+    """A tiny GPT (its .grad holding an earlier batch's gradients) and 4 ragged right-padded SFT rows
+    "BOS prompt response EOS PAD...", built the same way on every call: (model, tokens, prompt_lengths)."""
+    g = seeded(seed)
+    config = GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=16, d_model=16, n_layers=1, n_heads=2)
+    model = _fresh(lambda: (torch.manual_seed(seed), GPT(config))[1])
+    prompt_lengths = torch.tensor([3, 5, 2, 4])
+    ends = torch.tensor([9, 12, 5, 7])                                        # EOS positions
+    columns = torch.arange(13)
+    tokens = torch.randint(4, TOKENIZER.vocab_size, (4, 13), generator=g)
+    tokens[:, 0] = TOKENIZER.bos_id
+    tokens = torch.where(columns == ends[:, None], TOKENIZER.eos_id, tokens)
+    tokens = torch.where(columns > ends[:, None], TOKENIZER.pad_id, tokens)
+    for p in model.parameters():     # left over from an earlier step: zero_grad must clear it
+        p.grad = torch.randn(p.shape, generator=g)
+    return model, tokens, prompt_lengths
+
+
+def _after_sft_step(step: Callable) -> Callable:
+    """step(model, optimizer, tokens, prompt_lengths, grad_clip) -> a function of (seed, grad_clip, lr): the
+    returned loss followed by every parameter after the step, one float64 tensor (1 + n_params,)."""
+    def loss_and_parameters(seed, grad_clip, lr):
+        model, tokens, prompt_lengths = _sft_case(seed)
+        # plain SGD, not Adam: Adam divides by the gradient's own size, so it turns a rounding-level difference in a
+        # near-zero gradient (a sum taken in another order) into a full step; SGD keeps equal answers equal
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        loss = step(model, optimizer, tokens, prompt_lengths, grad_clip)
+        if isinstance(loss, torch.Tensor) or not isinstance(loss, (float, int)) or isinstance(loss, bool):
+            graph = " with its autograd graph" if isinstance(loss, torch.Tensor) and loss.requires_grad else ""
+            raise ExerciseError(f"sft_step must return the loss as a Python float, got {describe(loss)}{graph}. "
+                                f"Return loss.item(): the training loop stores one loss per step, and a tensor "
+                                f"would keep each step's whole graph alive.")
+        parameters = [p.detach().reshape(-1) for p in model.parameters()]
+        return torch.cat([torch.tensor([float(loss)]), *parameters]).double()
+    return loss_and_parameters
+
+
+def _sft_variant(*, mask="response", shift=1, zero_grad=True, clip=True, reduce="mean"):
+    """sft_step with one known mistake switched on (for the check's hints)."""
+    def step(model, optimizer, tokens, prompt_lengths, grad_clip):
+        keep = {"response": losses.sft_loss_mask(tokens, prompt_lengths),
+                "all": tokens != TOKENIZER.pad_id,
+                "with padding": torch.arange(tokens.size(1))[None, :] >= prompt_lengths[:, None]}[mask]
+        logits = model(tokens)
+        if shift == 1:
+            loss = losses.next_token_loss(logits, tokens, keep)
+        else:   # no shift: the logits at t "predict" the token at t
+            loss = F.cross_entropy(logits[keep], tokens[keep])
+        if reduce == "sum":
+            loss = loss * keep[:, 1:].sum()
+        if zero_grad:
+            optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return loss.item()
+    return step
+
+
+def check_sft_step(fn: Callable) -> Callable:
+    """fn(model, optimizer, tokens (B, T), prompt_lengths (B,), grad_clip) -> float: one SFT update.
+
+    The prompt-masked next-token loss (response tokens and EOS, never prompt or PAD, predicted by the logits
+    one position earlier), zero_grad, backward, clip the gradient norm to grad_clip, step; the loss before the
+    update returned as a Python float. Checked by running fn and train.sft_step from the same tiny GPT (whose
+    .grad holds stale gradients) with plain SGD: the loss and every parameter afterwards must agree."""
+    cases = [("4 ragged right-padded rows, gradient norm clipped to 0.5, lr 1", (0, 0.5, 1.0)),
+             ("another model and batch, clip 0.2, lr 2", (1, 0.2, 2.0))]
+    mistakes = {
+        "the prompt is not masked: the loss must cover only the response and its EOS, "
+        "sft_loss_mask(tokens, prompt_lengths).": _after_sft_step(_sft_variant(mask="all")),
+        "the padding counts in the loss: mask out PAD tokens too (sft_loss_mask does).":
+            _after_sft_step(_sft_variant(mask="with padding")),
+        "no shift (off by one): the logits at position t - 1 predict the token at t; next_token_loss(logits, tokens, "
+        "mask) does the shift.": _after_sft_step(_sft_variant(shift=0)),
+        "optimizer.zero_grad() is missing: the model's .grad still held an earlier batch's gradients, and backward() "
+        "ADDS to them.": _after_sft_step(_sft_variant(zero_grad=False)),
+        "the gradient norm is not clipped: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) between "
+        "backward() and step().": _after_sft_step(_sft_variant(clip=False)),
+        "the loss is a sum over tokens: take the mean over the masked tokens, as next_token_loss does.":
+            _after_sft_step(_sft_variant(reduce="sum")),
+    }
+    reference = _after_sft_step(sft_step)
+    checked = run_check("sft_step", _after_sft_step(fn), reference, cases, mistakes, atol=2e-5)
+    return sft_step if checked is reference else fn
