@@ -366,3 +366,14 @@ def exercise_summary(names: list[str]) -> None:
     else:
         print(f"{len(done)} of {len(names)} exercises pass. Still to do: {', '.join(left)} "
               f"(the notebook used the package's reference for them).")
+
+
+def mistaken_step(parameters, optimizer, loss, grad_clip: float, *, zero_grad: bool = True, clip: bool = True) -> None:
+    """The end of a training step as the checks' mistake variants write it: zero_grad, backward, clip the gradient
+    norm to grad_clip, step; zero_grad=False or clip=False leave out the step a student most often forgets."""
+    if zero_grad:
+        optimizer.zero_grad()
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()

@@ -11,7 +11,7 @@ from ..advantages import discounted_returns
 from ..model import GPT, Block, GPTConfig, attention_bias
 from ..tokenizer import TOKENIZER
 from ..train import sft_step
-from .engine import ExerciseError, describe, run_check, seeded
+from .engine import ExerciseError, describe, mistaken_step, run_check, seeded
 
 # ---------------------------------------------------------------- 01 RL basics
 def check_discounted_returns(fn: Callable) -> Callable:
@@ -335,12 +335,7 @@ def _sft_variant(*, mask="response", shift=1, zero_grad=True, clip=True, reduce=
             loss = F.cross_entropy(logits[keep], tokens[keep])
         if reduce == "sum":
             loss = loss * keep[:, 1:].sum()
-        if zero_grad:
-            optimizer.zero_grad()
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        mistaken_step(model.parameters(), optimizer, loss, grad_clip, zero_grad=zero_grad, clip=clip)
         return loss.item()
     return step
 

@@ -14,7 +14,7 @@ from ..logprobs import gather_last
 from ..model import GPTConfig
 from ..reward import RewardModel, pairwise_accuracy, reward_step
 from ..tokenizer import TOKENIZER
-from .engine import ExerciseError, _type_problem, run_check, seeded
+from .engine import ExerciseError, _type_problem, mistaken_step, run_check, seeded
 
 # ---------------------------------------------------------------- 06 preference data
 def _cohens_kappa(x, y):
@@ -229,12 +229,7 @@ def _step_variant(*, swap="", last_column=False, zero_grad=True, clip=True):
         chosen, rejected = rewards.chunk(2)[::-1] if swap == "both" else rewards.chunk(2)
         margin = rejected - chosen if swap == "loss" else chosen - rejected
         loss = -F.logsigmoid(margin).mean()
-        if zero_grad:
-            optimizer.zero_grad()
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
-        optimizer.step()
+        mistaken_step(rm.parameters(), optimizer, loss, grad_clip, zero_grad=zero_grad, clip=clip)
         return loss.item(), pairwise_accuracy(chosen.detach(), rejected.detach())
     return step
 

@@ -15,7 +15,7 @@ from ..ppo import ActorCritic, PPOBatch, PPOConfig, ppo_update, value_loss
 from ..reward import gold_order_agreement
 from ..rl import rlhf_rewards
 from ..tokenizer import TOKENIZER
-from .engine import ExerciseError, describe, run_check, seeded
+from .engine import ExerciseError, describe, mistaken_step, run_check, seeded
 
 # ---------------------------------------------------------------- 09 policy gradient on a language model
 def _sequence_logprobs(logits, targets, mask, temperature):
@@ -433,12 +433,8 @@ def _update_variant(*, reshuffle=True, recompute_old=False, use_mask=True, value
                                                               config.vf_clip)
                 if config.entropy_coef:
                     loss = loss - entropy_sign * config.entropy_coef * masked_mean(ent, m)
-                if zero_grad:
-                    optimizer.zero_grad()
-                loss.backward()
-                if clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                mistaken_step(model.parameters(), optimizer, loss, config.grad_clip, zero_grad=zero_grad,
+                              clip=clip_grad)
     return update
 
 
