@@ -72,7 +72,7 @@ def test_sft_with_tool_output_learns_the_calls_but_not_the_tools_answers(monkeyp
     for (tokens, full), (_, masked) in zip(masks[False], masks[True]):
         dropped = full & ~masked
         assert not (masked & ~full).any()
-        for row, drop in zip(tokens, dropped):   # what is dropped is the product, its digits and the newline
-            text = TOKENIZER.decode(row)
-            answer = text.split("\n")[-1]
-            assert TOKENIZER.decode(row[drop]) == answer + "\n"
+        for row, drop in zip(tokens, dropped):   # what is dropped is the calculator's output: the product's digits, "\n"
+            prompt, response = TOKENIZER.decode(row).split("a: ")
+            assert TOKENIZER.decode(row[drop]) == str(tool_arithmetic.parse_prompt(prompt + "a: ").answer) + "\n"
+            assert response.endswith("</calc>" + TOKENIZER.decode(row[drop]))

@@ -2,10 +2,17 @@
 calculator it may call.
 
 Prompts are those of the arithmetic task, with "*" as well as "+": ``q: 37*48\\na: ``. A response either
-answers at once (``85``) or first calls the calculator, reads its output and then answers:
+answers at once (``85``) or calls the calculator and stops, the calculator's output being its answer:
 
-    <calc>37*48</calc>1776\\n1776
-    ^ written by the model   ^ tool ^ the model's answer
+    <calc>37*48</calc>1776\\n<eos>
+    ^ the model       ^ tool  ^ the model
+
+The answer is the text after the last call's output or, if there is none, that output itself.
+
+The demonstrations call on every product and on a small share of the sums (SUM_CALL_SHARE), enough for
+RL to find out what calling on a sum is worth. Not more: in the SFT of `arithmetic-tool-sft`, demonstrations
+that call on half the sums took the sums it answered alone from 89% to under 20% right, while a tenth
+keeps 80% (greedy, on held-out prompts).
 
 The reward is correct - c * calls: a call costs c, so calling pays only where it raises the chance of
 being right by more than c (1 - p_alone > c for a tool that is always right).
@@ -22,10 +29,10 @@ from ..calculator import CALL_CLOSE, CALL_OPEN, tool_output
 OPERATORS = ("+", "*")
 PROMPT_TEMPLATE = "q: {}\na: "
 PRODUCT_SHARE = 0.5        # share of products among prompts
-SUM_CALL_SHARE = 0.5       # share of the sum demonstrations that call the tool (every product demonstration does)
+SUM_CALL_SHARE = 0.1       # share of the sum demonstrations that call the tool (every product demonstration does)
 CALL_COST = 0.1            # c in the reward correct - c * calls
-# Calls, each followed by the tool's output up to OUTPUT_END, then the answer.
-_RESPONSE = re.compile(rf"((?:{re.escape(CALL_OPEN)}[^\n]*?{re.escape(CALL_CLOSE)}[^\n]*\n)*)\s*(-?\d+)\s*")
+# Calls, each followed by the tool's output up to OUTPUT_END (the last output captured), then the answer if any.
+_RESPONSE = re.compile(rf"(?:{re.escape(CALL_OPEN)}[^\n]*?{re.escape(CALL_CLOSE)}([^\n]*)\n)*\s*(-?\d+)?\s*")
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,8 @@ def call_text(expression: str) -> str:
 
 
 def demonstration(problem: Problem, call: bool) -> str:
-    """The response that answers `problem`, through the calculator if call."""
-    return (call_text(problem.expression) if call else "") + str(problem.answer)
+    """The response that answers `problem`: the calculator's call and output if call, else the answer."""
+    return call_text(problem.expression) if call else str(problem.answer)
 
 
 def _check_share(name: str, value: float) -> None:
@@ -87,8 +94,8 @@ def prompts(n: int, seed: int = 0, product_share: float = PRODUCT_SHARE) -> list
 def sft_dataset(n: int, seed: int = 0, product_share: float = PRODUCT_SHARE,
                 sum_call_share: float = SUM_CALL_SHARE) -> list[tuple[str, str]]:
     """n (prompt, response) demonstrations: every product through the calculator, a share sum_call_share
-    of the sums too (the others answered at once), so the SFT model calls on sums part of the time and RL
-    has a choice to learn."""
+    of the sums too (the others answered at once), so the SFT model sometimes calls on a sum and RL can
+    learn what that is worth."""
     _check_share("product_share", product_share)
     _check_share("sum_call_share", sum_call_share)
     rng = random.Random(seed)
@@ -109,10 +116,14 @@ def pretraining_corpus(n: int, seed: int = 0) -> list[str]:
 def parse_response(response: str) -> tuple[int | None, int]:
     """(the final answer or None if the response has no well-formed one, the number of calls).
 
+    The answer is the number after the last call's output, or that output itself if nothing follows it.
     Calls are counted as the environment counts them: every CALL_CLOSE the model wrote triggered the tool."""
     calls = response.count(CALL_CLOSE)
     m = _RESPONSE.fullmatch(response)
-    return (int(m.group(2)) if m else None), calls
+    if m is None:
+        return None, calls
+    answer = m.group(2) if m.group(2) is not None else m.group(1)
+    return (int(answer) if answer is not None and re.fullmatch(r"-?\d+", answer) else None), calls
 
 
 def verify(prompt: str, response: str) -> bool:
