@@ -33,6 +33,12 @@ class ToolGeneration(Generation):
     loss_mask: torch.Tensor
     tool_calls: torch.Tensor
 
+    @property
+    def response_loss_mask(self) -> torch.Tensor:
+        """(B, N) loss_mask over the response columns, aligned with `logprobs.response_logprobs`'s (B, N)
+        outputs: where an RL loss sums in place of response_mask."""
+        return self.loss_mask[:, self.prompt_length:]
+
 
 def tool_loss_mask(tokens: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int | torch.Tensor,
                    tokenizer=TOKENIZER) -> torch.Tensor:

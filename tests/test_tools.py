@@ -133,3 +133,19 @@ def test_bad_arguments_are_refused(scripted):
         generate_with_tools(scripted, PROMPTS, 60)
     with pytest.raises(ValueError, match="empty"):
         generate_with_tools(scripted, [], 4)
+
+
+def test_the_response_loss_mask_lines_up_with_response_logprobs(scripted):
+    """What an RL trainer does with a ToolGeneration: log pi over the response columns (the model attends to
+    the tool's tokens), summed where response_loss_mask is True."""
+    from minirlhf.logprobs import response_logprobs
+
+    g = generate_with_tools(scripted, PROMPTS, 44, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    logp, _ = response_logprobs(scripted, g.tokens, g.attention_mask, g.prompt_length)
+    mask = g.response_loss_mask
+    assert mask.shape == logp.shape == g.response_mask.shape
+    assert torch.equal(mask, g.loss_mask[:, g.prompt_length:]) and not (mask & ~g.response_mask).any()
+    assert torch.isfinite(logp[mask]).all()
+    assert (g.response_mask & ~mask).sum() > 0            # the samples called the tool: there is something to leave out
+    # the tool's digits were not the model's choice: the taught-by-heart model gives them low probability
+    assert logp[g.response_mask & ~mask].mean() < logp[mask].mean()
