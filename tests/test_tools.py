@@ -149,3 +149,17 @@ def test_the_response_loss_mask_lines_up_with_response_logprobs(scripted):
     assert (g.response_mask & ~mask).sum() > 0            # the samples called the tool: there is something to leave out
     # the tool's digits were not the model's choice: the taught-by-heart model gives them low probability
     assert logp[g.response_mask & ~mask].mean() < logp[mask].mean()
+
+
+@pytest.mark.slow
+def test_the_shipped_tool_model_sampled_hot_makes_malformed_calls_that_get_err_and_never_crash():
+    from minirlhf import zoo
+    from minirlhf.tasks import tool_arithmetic
+
+    model = zoo.load("arithmetic-tool-sft")
+    prompts = [TOKENIZER.encode(p, bos=True) for p in tool_arithmetic.prompts(300, seed=9)]
+    g = generate_with_tools(model, prompts, 50, temperature=3.0, generator=torch.Generator().manual_seed(0))
+    texts = [TOKENIZER.decode(r) for r in g.responses]
+    assert sum(t.count("</calc>err\n") for t in texts) > 10            # garbled calls, each answered "err"
+    assert int(g.tool_calls.sum()) == sum(t.count("</calc>") for t in texts)
+    assert torch.equal(g.loss_mask, tool_loss_mask(g.tokens, g.attention_mask, g.prompt_length))
