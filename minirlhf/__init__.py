@@ -4,10 +4,11 @@ The package in layers. Data flows one way: a module imports only from the layers
 never from one below (tests/test_layers.py checks it).
 
 1. tasks + tokenizer: tokenizer, utils, data, tasks/ (reviews, arithmetic; one interface `tasks.Task`),
-   preferences (Bradley-Terry labels from the hidden gold human)
+   preferences (Bradley-Terry labels from the hidden gold human), calculator (the tool a model can call)
 2. model: model (the GPT, its KV cache, a scalar head)
 3. building blocks: logprobs (log pi of responses, KL estimators), losses, advantages (GAE, baselines)
-4. sampling: generation (token ids), sampling (texts, labelled pairs, scored rollouts)
+4. sampling: generation (token ids), sampling (texts, labelled pairs, scored rollouts), tools (sampling
+   with a tool's output written into the responses)
 5. trainers, one file per family, plain loops: train (pretraining, SFT), reward, best_of_n, rl (what the
    RL trainers share), reinforce, ppo, online, bandit (notebook 01's toy RL); and the measures and data
    around them: evaluate, overoptimization, feedback (the label store and widget), exercises/ (the checks)

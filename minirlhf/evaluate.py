@@ -6,9 +6,14 @@ import torch
 
 from .logprobs import kl_k1, response_logprobs
 from .sampling import Sample, SamplingConfig, rollout, sample
-from .tasks import arithmetic, reviews
+from .tasks import arithmetic, reviews, tool_arithmetic
+from .tokenizer import TOKENIZER
+from .tools import sample_text_with_tools
 
-__all__ = ["Sample", "sample", "grammatical_rate", "format_rate", "mean_gold", "arithmetic_accuracy", "evaluate_policy"]
+__all__ = ["Sample", "sample", "grammatical_rate", "format_rate", "mean_gold", "arithmetic_accuracy", "evaluate_policy",
+           "tool_use_accuracy"]
+
+TOOL_MAX_NEW_TOKENS = 40     # room for one call (18 tokens), its output (5), the answer and EOS, and a spare
 
 
 def grammatical_rate(samples: list[Sample]) -> float:
@@ -37,6 +42,37 @@ def arithmetic_accuracy(model, prompt_texts: list[str], *, raw: bool = False) ->
                    for s, p in zip(samples, problems)) / len(samples)
     samples = sample(model, prompt_texts, max_new_tokens=4, greedy=True)
     return sum(s.finished and arithmetic.verify(s.prompt, s.response) for s in samples) / len(samples)
+
+
+def tool_use_accuracy(model, prompt_texts: list[str], *, use_tool: bool = True,
+                      max_new_tokens: int = TOOL_MAX_NEW_TOKENS, batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """Greedy accuracy and call rate on tool_arithmetic prompts, overall and for sums and products apart:
+    {"all" | "sums" | "products": {"accuracy", "call_rate", "n"}}; call_rate = the share of responses with a call.
+
+    use_tool=False samples with plain `generate`: the model alone, which must write a call's result itself
+    (calls then count the closing tags it wrote). max_new_tokens is cut to what the model's context allows.
+    """
+    longest = max(len(TOKENIZER.encode(p, bos=True)) for p in prompt_texts)
+    max_new_tokens = min(max_new_tokens, model.config.context_length - longest)
+    responses, calls = [], []
+    for i in range(0, len(prompt_texts), batch_size):
+        chunk = prompt_texts[i:i + batch_size]
+        if use_tool:
+            texts, counts = sample_text_with_tools(model, chunk, max_new_tokens, greedy=True)
+        else:
+            texts = [s.response for s in sample(model, chunk, max_new_tokens=max_new_tokens, greedy=True)]
+            counts = [tool_arithmetic.parse_response(t)[1] for t in texts]
+        responses += texts
+        calls += counts
+    rows = [(tool_arithmetic.is_product(p), tool_arithmetic.verify(p, r), n > 0)
+            for p, r, n in zip(prompt_texts, responses, calls)]
+    out = {}
+    for name, keep in (("all", lambda product: True), ("sums", lambda product: not product),
+                       ("products", lambda product: product)):
+        chosen = [(right, called) for product, right, called in rows if keep(product)]
+        out[name] = {"accuracy": sum(r for r, _ in chosen) / max(len(chosen), 1),
+                     "call_rate": sum(c for _, c in chosen) / max(len(chosen), 1), "n": len(chosen)}
+    return out
 
 
 @torch.no_grad()

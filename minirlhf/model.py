@@ -261,6 +261,23 @@ class ScalarHead(nn.Module):
         return self.linear(h).squeeze(-1)
 
 
+def extend_context(model: GPT, context_length: int) -> GPT:
+    """A copy of `model` whose position table has context_length rows (>= the model's): rows
+    [0, old) are the learned ones, the new rows start as a fresh model's (N(0, 0.02)) and must be
+    trained, since the model has never seen those positions. Every other weight is copied unchanged."""
+    old = model.config.context_length
+    if context_length < old:
+        raise ValueError(f"context_length {context_length} is below the model's {old}: this only extends it")
+    config = GPTConfig.from_dict({**model.config.to_dict(), "context_length": context_length})
+    longer = GPT(config).to(next(model.parameters()).device)
+    state = dict(model.state_dict())
+    pos = longer.pos_emb.weight.detach().clone()
+    pos[:old] = state["pos_emb.weight"]
+    state["pos_emb.weight"] = pos
+    longer.load_state_dict(state)
+    return longer
+
+
 def _init_gpt2(module: nn.Module) -> None:
     """GPT-2 init: weights ~ N(0, 0.02) (LayerNorm keeps its weight 1, bias 0)."""
     if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -9,6 +9,7 @@ import torch
 from .data import encode_pairs, pack_corpus, random_windows
 from .losses import next_token_loss, sft_loss_mask
 from .tokenizer import TOKENIZER
+from .tools import tool_loss_mask
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1) -> torch.optim.AdamW:
@@ -112,9 +113,11 @@ def pretrain(model: torch.nn.Module, texts: list[str], *, steps: int, batch_size
 
 
 def sft(model: torch.nn.Module, pairs: list[tuple[str, str]], *, steps: int, batch_size: int = 32,
-        lr: float = 1e-3, seed: int = 0, **kwargs) -> dict:
+        lr: float = 1e-3, seed: int = 0, tool_output: bool = False, **kwargs) -> dict:
     """Supervised fine-tuning on (prompt, response) pairs; only response tokens (and EOS) are learned: each
-    step is `sft_step` on a batch of batch_size random pairs, with the learning rate of `cosine_lr`."""
+    step is `sft_step` on a batch of batch_size random pairs, with the learning rate of `cosine_lr`.
+    tool_output: the responses contain tool calls and their outputs; the outputs are read but not learned
+    (`tools.tool_loss_mask`), as in RL with tools."""
     tokens, prompt_lengths = encode_pairs(pairs, TOKENIZER)
     if tokens.size(1) > model.config.context_length:
         raise ValueError(f"an SFT example has {tokens.size(1)} tokens but the model's context is "
@@ -126,6 +129,7 @@ def sft(model: torch.nn.Module, pairs: list[tuple[str, str]], *, steps: int, bat
         batch, lengths = tokens[idx], prompt_lengths[idx]
         width = int((batch != TOKENIZER.pad_id).sum(1).max())   # drop all-pad columns
         batch = batch[:, :width]
-        return batch, sft_loss_mask(batch, lengths, TOKENIZER.pad_id)
+        mask = sft_loss_mask(batch, lengths, TOKENIZER.pad_id)
+        return batch, (mask & tool_loss_mask(batch, batch != TOKENIZER.pad_id, lengths)) if tool_output else mask
 
     return train_lm(model, next_batch, steps=steps, lr=lr, **kwargs)

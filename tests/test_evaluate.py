@@ -12,3 +12,36 @@ def test_evaluate_policy_reports_zero_kl_for_the_reference_itself():
     out = evaluate_policy(policy, reference, rm, reviews.prompts(6), max_new_tokens=8, gold_fn=reviews.gold_reward)
     assert set(out) == {"proxy", "gold", "kl", "length", "finished"}
     assert out["kl"] == pytest.approx(0.0, abs=1e-5) and 1 <= out["length"] <= 8
+
+
+def test_tool_use_accuracy_splits_sums_and_products(monkeypatch):
+    from minirlhf import evaluate
+    from helpers import tiny_model
+
+    answers = {"q: 37*48\na: ": ("<calc>37*48</calc>1776\n1776", 1), "q: 12*10\na: ": ("121", 0),
+               "q: 3+4\na: ": ("7", 0), "q: 5+5\na: ": ("<calc>5+5</calc>10\n10", 1), "q: 1+1\na: ": ("3", 0)}
+    monkeypatch.setattr(evaluate, "sample_text_with_tools", lambda model, prompts, n, **kw: (
+        [answers[p][0] for p in prompts], [answers[p][1] for p in prompts]))
+    got = evaluate.tool_use_accuracy(tiny_model(context_length=64), list(answers), batch_size=2)
+    assert got["products"] == {"accuracy": 0.5, "call_rate": 0.5, "n": 2}
+    assert got["sums"] == {"accuracy": pytest.approx(2 / 3), "call_rate": pytest.approx(1 / 3), "n": 3}
+    assert got["all"]["accuracy"] == pytest.approx(3 / 5) and got["all"]["n"] == 5
+    alone = evaluate.tool_use_accuracy(tiny_model(), list(answers), use_tool=False)   # context 32: fewer new tokens
+    assert alone["all"]["n"] == 5 and alone["all"]["accuracy"] == 0.0
+
+
+@pytest.mark.slow
+def test_the_tool_model_needs_its_tool_for_products_and_calls_for_them():
+    from minirlhf import zoo
+    from minirlhf.evaluate import tool_use_accuracy
+    from minirlhf.tasks import tool_arithmetic
+
+    prompts = tool_arithmetic.prompts(200, seed=123)
+    with_tool = tool_use_accuracy(zoo.load("arithmetic-tool-sft"), prompts)
+    alone = tool_use_accuracy(zoo.load("arithmetic-tool-sft"), prompts, use_tool=False)
+    parent = tool_use_accuracy(zoo.load("arithmetic-sft"), prompts, use_tool=False)
+    assert with_tool["products"]["accuracy"] > 0.9 and with_tool["products"]["call_rate"] > 0.95
+    assert alone["products"]["accuracy"] < 0.1 and parent["products"]["accuracy"] < 0.1
+    # sums: answered alone (greedy), less well than the parent (68% vs 86% here: the tool SFT costs some addition)
+    assert with_tool["sums"]["call_rate"] < 0.2 and with_tool["sums"]["accuracy"] > parent["sums"]["accuracy"] - 0.25
+    assert with_tool["sums"]["accuracy"] > 0.5

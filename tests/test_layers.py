@@ -6,10 +6,10 @@ import minirlhf
 
 PACKAGE = Path(minirlhf.__file__).parent
 LAYERS = [
-    {"tokenizer", "utils", "data", "tasks", "preferences"},                     # 1. tasks + tokenizer
+    {"tokenizer", "utils", "data", "tasks", "preferences", "calculator"},       # 1. tasks + tokenizer
     {"model"},                                                                  # 2. model
     {"logprobs", "losses", "advantages"},                                       # 3. building blocks
-    {"generation", "sampling"},                                                 # 4. sampling
+    {"generation", "sampling", "tools"},                                        # 4. sampling
     {"train", "reward", "best_of_n", "rl", "reinforce", "ppo", "online", "bandit",   # 5. trainers and measures
      "evaluate", "overoptimization", "feedback", "exercises"},
     {"zoo", "course", "__main__"},                                              # 6. course tooling

@@ -126,3 +126,19 @@ def test_init_and_helpers(model):
     assert model.blocks[0].mlp.proj.weight.std().item() == pytest.approx(0.01, rel=0.1)
     d, L, V, T = TINY.d_model, TINY.n_layers, TINY.vocab_size, TINY.context_length
     assert training_flops_per_token(TINY) == 6 * (12 * L * d * d + d * V) + 12 * L * d * T
+
+
+def test_extend_context_keeps_every_learned_weight_and_the_outputs_on_old_positions():
+    from minirlhf.model import extend_context
+
+    torch.manual_seed(0)
+    short = GPT(GPTConfig(vocab_size=57, context_length=16, d_model=32, n_layers=2, n_heads=4))
+    long = extend_context(short, 40)
+    assert long.config.context_length == 40 and long.pos_emb.weight.shape == (40, 32)
+    assert torch.equal(long.pos_emb.weight[:16], short.pos_emb.weight)
+    assert long.pos_emb.weight[16:].std() > 0       # the new rows start as a fresh model's, not zeros or copies
+    idx = torch.randint(3, 57, (2, 16))
+    assert torch.equal(long(idx), short(idx))
+    assert long(torch.randint(3, 57, (2, 40))).shape == (2, 40, 57)
+    with pytest.raises(ValueError, match="only extends"):
+        extend_context(short, 8)

@@ -54,7 +54,7 @@ def test_pairs_and_reward_recipes_build_deterministically(tmp_path):
 def test_build_is_deterministic_and_parents_come_first(tmp_path):
     """A shortened recipe built twice gives byte-identical checkpoints (same machine, same threads)."""
     small = dict(CONFIG, context_length=32)
-    short = {n: Recipe(r.name, r.description, small,
+    short = {n: Recipe(r.name, r.description, dict(small, context_length=r.config["context_length"]),
                        lambda m, inputs, r=r: r.train(m, inputs, steps=3, **({"n_texts": 200} if "pre" in r.train.__name__
                                                                              else {"n_pairs": 50})),
                        parent=r.parent, seed=r.seed)
@@ -62,7 +62,8 @@ def test_build_is_deterministic_and_parents_come_first(tmp_path):
     a = recipes.build(["arithmetic-sft", "arithmetic-base"], zoo_dir=tmp_path / "a", recipes=short, **QUIET)
     b = recipes.build(None, zoo_dir=tmp_path / "b", recipes=short, **QUIET)
     assert list(a) == ["arithmetic-base", "arithmetic-sft"]
-    assert {n: e["sha256"] for n, e in a.items()} == {n: e["sha256"] for n, e in b.items()}
+    assert {n: e["sha256"] for n, e in a.items()} == {n: b[n]["sha256"] for n in a}
+    assert b["arithmetic-tool-sft"]["parent"] == "arithmetic-sft" and b["arithmetic-tool-sft"]["config"]["context_length"] == 64
     assert json.loads((tmp_path / "a" / zoo.MANIFEST).read_text())["arithmetic-sft"]["parent"] == "arithmetic-base"
     with pytest.raises(zoo.CheckpointError, match="arithmetic-base"):
         recipes.build(["arithmetic-sft"], zoo_dir=tmp_path / "c", recipes=short, **QUIET)

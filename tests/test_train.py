@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from minirlhf.tasks import arithmetic
+from minirlhf.tokenizer import TOKENIZER
 from minirlhf.train import cosine_lr, make_optimizer, pretrain, sft, sft_step
 from helpers import tiny_model
 
@@ -54,3 +55,24 @@ def test_one_step_of_sft_is_sft_step_bit_for_bit():
     loss = sft_step(stepped, make_optimizer(stepped, 1e-3), batch, prompt_lengths[idx], grad_clip=1.0)
     assert isinstance(loss, float) and loss == h["loss"][0]
     assert all(torch.equal(a, b) for a, b in zip(looped.parameters(), stepped.parameters()))
+
+
+def test_sft_with_tool_output_learns_the_calls_but_not_the_tools_answers(monkeypatch):
+    """tool_output=True: the batches' loss masks leave out exactly the tool's output (tools.tool_loss_mask)."""
+    from minirlhf import train
+    from minirlhf.tasks import tool_arithmetic
+
+    pairs = tool_arithmetic.sft_dataset(16, seed=0, product_share=1.0)
+    masks = {}
+    for flag in (False, True):
+        seen = []
+        monkeypatch.setattr(train, "lm_step", lambda model, opt, tokens, mask, **kw: seen.append((tokens, mask)) or 0.0)
+        sft(tiny_model(context_length=64), pairs, steps=2, batch_size=4, tool_output=flag)
+        masks[flag] = seen
+    for (tokens, full), (_, masked) in zip(masks[False], masks[True]):
+        dropped = full & ~masked
+        assert not (masked & ~full).any()
+        for row, drop in zip(tokens, dropped):   # what is dropped is the calculator's output: the product's digits, "\n"
+            prompt, response = TOKENIZER.decode(row).split("a: ")
+            assert TOKENIZER.decode(row[drop]) == str(tool_arithmetic.parse_prompt(prompt + "a: ").answer) + "\n"
+            assert response.endswith("</calc>" + TOKENIZER.decode(row[drop]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
-from . import arithmetic, reviews
+from . import arithmetic, reviews, tool_arithmetic
 
 
 @runtime_checkable
@@ -30,7 +30,7 @@ class Task(Protocol):
     def reward(self, prompt: str, response: str) -> float: ...
 
 
-TASKS: dict[str, ModuleType] = {"reviews": reviews, "arithmetic": arithmetic}
+TASKS: dict[str, ModuleType] = {"reviews": reviews, "arithmetic": arithmetic, "tool_arithmetic": tool_arithmetic}
 
 
 def get_task(name: str) -> ModuleType:
