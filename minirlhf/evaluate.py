@@ -8,7 +8,8 @@ from .logprobs import kl_k1, response_logprobs
 from .sampling import Sample, SamplingConfig, rollout, sample
 from .tasks import arithmetic, reviews
 
-__all__ = ["Sample", "sample", "grammatical_rate", "format_rate", "mean_gold", "arithmetic_accuracy", "evaluate_policy"]
+__all__ = ["Sample", "sample", "grammatical_rate", "format_rate", "mean_gold", "arithmetic_accuracy", "evaluate_policy",
+           "pass_at_k", "correct_counts"]
 
 
 def grammatical_rate(samples: list[Sample]) -> float:
@@ -62,3 +63,29 @@ def evaluate_policy(policy, reference, reward_model, prompt_texts: list[str], *,
     if gold_fn is None:
         del out["gold"]
     return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): the chance that at least one
+    of k samples drawn without replacement from the n is correct.
+
+        pass@k = 1 - C(n - c, k) / C(n, k) = 1 - prod_{i = n - c + 1}^{n} (1 - k / i)
+
+    The product form never builds the huge binomials. Needs 1 <= k <= n and 0 <= c <= n."""
+    if not (1 <= k <= n and 0 <= c <= n):
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    out = 1.0
+    for i in range(n - c + 1, n + 1):
+        out *= 1.0 - k / i
+    return 1.0 - out
+
+
+def correct_counts(model, prompt_texts: list[str], reward_fn, n: int, *, max_new_tokens: int, seed: int = 0,
+                   temperature: float = 1.0) -> list[int]:
+    """For each prompt, how many of n samples (at `temperature`) reward_fn(prompt, response) scores >= 1."""
+    samples = sample(model, [p for p in prompt_texts for _ in range(n)], max_new_tokens=max_new_tokens, seed=seed,
+                     temperature=temperature)
+    ok = [s.finished and reward_fn(s.prompt, s.response) >= 1.0 for s in samples]
+    return [sum(ok[i * n:(i + 1) * n]) for i in range(len(prompt_texts))]

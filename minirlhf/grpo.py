@@ -287,3 +287,28 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig | N
     if bar is not None:
         bar.close()
     return policy, history
+
+
+# ---------------------------------------------------------------- a verifier for the trainers that take a reward model
+class VerifierReward(torch.nn.Module):
+    """reward_fn(prompt, response) as a reward model: forward(tokens, attention_mask) -> (B,) scores, the
+    interface ppo.train_ppo and reinforce.train_reinforce call, so Part III's PPO can train on a verifier.
+
+    Each row's real tokens are decoded and split after the first `prompt_end` (the end of the prompt
+    template: "\\na: " for arithmetic); EOS and PAD are not text. No parameters, nothing to train."""
+
+    def __init__(self, reward_fn: RewardFn, prompt_end: str):
+        super().__init__()
+        self.reward_fn, self.prompt_end = reward_fn, prompt_end
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        scores = []
+        for row, real in zip(tokens.tolist(), attention_mask.tolist()):
+            text = TOKENIZER.decode([t for t, keep in zip(row, real) if keep])
+            cut = text.find(self.prompt_end)
+            if cut < 0:
+                raise ValueError(f"{text!r} does not contain the prompt end {self.prompt_end!r}: pass the string "
+                                 "that ends every prompt of the task")
+            cut += len(self.prompt_end)
+            scores.append(float(self.reward_fn(text[:cut], text[cut:])))
+        return torch.tensor(scores, device=tokens.device)
