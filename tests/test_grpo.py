@@ -104,3 +104,17 @@ def test_merge_groups_repacks_rows_of_different_prompt_widths():
     for row, (p, t) in enumerate(zip(m.prompts, m.texts)):
         real = gen.tokens[row][gen.attention_mask[row]].tolist()
         assert TOKENIZER.decode(real[1:]).startswith(p) and m.loss_mask[row].sum() == gen.response_mask[row].sum()
+
+
+# ---------------------------------------------------------------- the verifier as a reward model (for PPO)
+def test_verifier_reward_scores_left_padded_rows_like_the_reward_fn():
+    from minirlhf.generation import left_pad
+    from minirlhf.grpo import VerifierReward
+    from minirlhf.tasks import arithmetic
+    pairs = [("q: 2+3\na: ", "5"), ("q: 23+48\na: ", "61"), ("q: 50+50\na: ", "100")]
+    rows = [TOKENIZER.encode(p + r, bos=True) + [TOKENIZER.eos_id] for p, r in pairs]
+    tokens, mask = left_pad(rows, max(map(len, rows)) + 2)           # PAD after the longest row too
+    scores = VerifierReward(arithmetic.reward, "\na: ")(tokens, mask)
+    assert scores.tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="prompt end"):
+        VerifierReward(arithmetic.reward, "=")(tokens, mask)
