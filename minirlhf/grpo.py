@@ -42,7 +42,9 @@ RewardFn = Callable[[str, str], float]
 class GRPOConfig:
     """Hyper-parameters of train_grpo, named as TRL's GRPOConfig where TRL has the option.
 
-    The defaults are tuned for arithmetic-sft (answers of at most 4 tokens): see notebook 15.
+    TRL's defaults where TRL has the option (num_generations 8, beta 0, epsilon 0.2, scale_rewards "group",
+    loss_type "dapo"); lr and sizes for arithmetic-sft (answers of at most 4 tokens), where lr 2e-4 and above
+    first lowered the accuracy and 1e-3 collapsed the policy (notebook 15).
     baseline "leave_one_out" with scale_rewards "none" is RLOO (`rloo_config`); loss_type "dr_grpo" with
     scale_rewards "none" is Dr. GRPO; loss_type "grpo" with scale_rewards "group" is the original GRPO.
     """
@@ -52,7 +54,7 @@ class GRPOConfig:
     num_generations: int = 8           # G responses per prompt
     max_completion_length: int = 4
     temperature: float = 1.0           # sampling AND log-prob temperature
-    lr: float = 2e-4
+    lr: float = 5e-5
     beta: float = 0.0                  # KL (k3) to the reference, in the loss; 0 = no reference model (TRL)
     epsilon: float = 0.2
     epsilon_high: float | None = None  # clip-higher (DAPO 0.28); None = epsilon
@@ -274,7 +276,6 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig | N
         else:
             metrics.update(loss=0.0, clip_ratio=0.0, entropy=0.0, groups_used=0)
         metrics["t_update"] = time.perf_counter() - start
-        check_finite("GRPO loss", metrics["loss"], step, "lower the learning rate")
         metrics["samples"] = [{"prompt": p, "response": t, "reward": float(x)}
                               for p, t, x in zip(r.prompts, r.texts, r.rewards.view(-1).tolist())][:config.n_samples]
         for key, value in metrics.items():
