@@ -108,3 +108,11 @@ def test_a_short_grpo_compare_measures_every_method_and_pass_at_k():
     for label in ("SFT", "GRPO"):
         curve = results["pass_at_k"][label]["pass_at_k"]
         assert curve == sorted(curve) and 0 <= curve[0] <= curve[-1] <= 1        # pass@k grows with k
+
+
+@pytest.mark.slow
+def test_a_short_grpo_capacity_measures_base_sft_and_extra_sft():
+    results = experiments.grpo_capacity(quick=True, log=lambda line: None)
+    for key in ("base_raw_one_digit", "base_raw_two_digit", "sft_accuracy", "sft_one_digit_accuracy"):
+        assert 0 <= results[key] <= 1, key
+    assert results["extra_sft"]["examples"] == 128 and 0 <= results["extra_sft"]["one_digit_accuracy"] <= 1

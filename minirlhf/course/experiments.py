@@ -31,6 +31,7 @@ from ..preferences import DEFAULT_TEMPERATURE
 from ..reward import RewardModel, evaluate_reward_model, score, train_reward_model
 from ..rl import rl_history_for_meta
 from ..tasks import arithmetic, reviews
+from ..train import sft
 from ..utils import seed_everything
 from ..zoo import RESULTS_DIR, atomic_write_bytes
 from .recipes import run_recipe
@@ -312,9 +313,39 @@ def grpo_compare(steps: int = 30, seeds=(0,), quick: bool = False, log=print) ->
     return out
 
 
+def grpo_capacity(quick: bool = False, log=print) -> dict:
+    """Can the arithmetic model learn the sums it gets wrong at all? The base model's raw-format accuracy on sums
+    with and without a one-digit operand, and arithmetic-sft after 150 more SFT steps (lr 5e-4) on right answers,
+    half of them one-digit sums: what supervision, which is told the answer, achieves where RL did not."""
+    held_out = arithmetic.prompts(40 if quick else 500, seed=4)
+    hard = one_digit_prompts(40 if quick else 300, seed=5)
+    problems = [arithmetic.parse_prompt(p) for p in held_out]
+    one = [p for p, q in zip(held_out, problems) if min(q.a, q.b) < 10]
+    two = [p for p, q in zip(held_out, problems) if min(q.a, q.b) >= 10]
+    base = zoo.load("arithmetic-base")
+    out = {"command": "python -m minirlhf experiments grpo-capacity" + " --quick" * quick,
+           "base_raw_one_digit": arithmetic_accuracy(base, one, raw=True),
+           "base_raw_two_digit": arithmetic_accuracy(base, two, raw=True)}
+    seed_everything(0)
+    policy = zoo.load("arithmetic-sft")
+    out["sft_accuracy"], out["sft_one_digit_accuracy"] = arithmetic_accuracy(policy, held_out), arithmetic_accuracy(policy, hard)
+    n = 64 if quick else 1500
+    pairs = [(p, str(arithmetic.parse_prompt(p).answer)) for p in one_digit_prompts(n, seed=11)]
+    mixed = pairs + arithmetic.sft_dataset(n, seed=12)
+    random.Random(0).shuffle(mixed)
+    out["extra_sft"] = {"steps": 2 if quick else 150, "lr": 5e-4, "examples": 2 * n, "one_digit_share": 0.5}
+    sft(policy, mixed, steps=out["extra_sft"]["steps"], lr=5e-4, seed=0, warmup=1 if quick else 10)
+    out["extra_sft"].update(accuracy=arithmetic_accuracy(policy, held_out), one_digit_accuracy=arithmetic_accuracy(policy, hard))
+    log(f"base raw: one-digit {out['base_raw_one_digit']:.3f}, two-digit {out['base_raw_two_digit']:.3f}; SFT "
+        f"{out['sft_accuracy']:.3f} (one-digit {out['sft_one_digit_accuracy']:.3f}) -> extra SFT "
+        f"{out['extra_sft']['accuracy']:.3f} (one-digit {out['extra_sft']['one_digit_accuracy']:.3f})")
+    return out
+
+
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
                "online-rlhf": online_rlhf}
 EXPERIMENTS["grpo-compare"] = grpo_compare
+EXPERIMENTS["grpo-capacity"] = grpo_capacity
 
 
 def main(argv=None) -> int:
