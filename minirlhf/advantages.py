@@ -112,3 +112,41 @@ def sequence_baseline(returns: torch.Tensor, kind: str) -> torch.Tensor:
             raise ValueError("a leave-one-out baseline needs at least 2 samples per group")
         return (returns.sum(-1, keepdim=True) - returns) / (n - 1)
     raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
+
+
+# ---------------------------------------------------------------- group advantages (GRPO, Dr. GRPO, RLOO)
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+def group_advantages(rewards: torch.Tensor, baseline: str = "mean", scale_rewards: str = "group",
+                     eps: float = 1e-4) -> torch.Tensor:
+    """A_i for G sampled responses to each of P prompts, from their rewards alone (no value head).
+
+        A_{p,i} = (r_{p,i} - b_{p,i}) / (s + eps)        b = sequence_baseline(r, baseline)
+
+        scale_rewards "group": s = std_p   (GRPO, Shao et al. 2024: the population std of prompt p's G rewards)
+                      "batch": s = std of all P*G rewards (TRL's "batch": one scale, robust to tiny groups)
+                      "none":  s = 1, eps = 0             (Dr. GRPO, Liu et al. 2025; RLOO)
+
+    rewards (P, G) -> advantages (P, G). GRPO = ("mean", "group"); Dr. GRPO = ("mean", "none");
+    RLOO = ("leave_one_out", "none"), which is Dr. GRPO times G / (G - 1) exactly. A group whose
+    rewards are all equal gets A = 0 whatever the scaling (eps keeps 0 / 0 away): it teaches nothing.
+    Rewards [1, 1, 1, 0]: mean 0.75, std 0.433, so the three successes get +0.577 and the failure -1.73
+    (TRL divides by the unbiased std, 0.5, giving -1.5: the same direction, a larger step).
+    """
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be (prompts, generations), got shape {tuple(rewards.shape)}; "
+                         "reshape a flat batch with rewards.view(-1, num_generations)")
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
+    centred = rewards - sequence_baseline(rewards, baseline)
+    if scale_rewards == "none":
+        return centred
+    std = rewards.std(-1, correction=0, keepdim=True) if scale_rewards == "group" else rewards.std(correction=0)
+    return centred / (std + eps)
+
+
+def zero_std_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """(P, G) rewards -> (P,) bool: the groups whose G rewards are all equal (zero advantage, zero gradient).
+    Their share is TRL's `frac_reward_zero_std`; DAPO's dynamic sampling drops them."""
+    return (rewards == rewards[:, :1]).all(-1)

@@ -11,7 +11,7 @@ from .tokenizer import TOKENIZER
 from .tools import sample_text_with_tools
 
 __all__ = ["Sample", "sample", "grammatical_rate", "format_rate", "mean_gold", "arithmetic_accuracy", "evaluate_policy",
-           "tool_use_accuracy"]
+           "tool_use_accuracy", "pass_at_k", "correct_counts"]
 
 TOOL_MAX_NEW_TOKENS = 40     # room for one call (18 tokens), its output (5), the answer and EOS, and a spare
 
@@ -98,3 +98,29 @@ def evaluate_policy(policy, reference, reward_model, prompt_texts: list[str], *,
     if gold_fn is None:
         del out["gold"]
     return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): the chance that at least one
+    of k samples drawn without replacement from the n is correct.
+
+        pass@k = 1 - C(n - c, k) / C(n, k) = 1 - prod_{i = n - c + 1}^{n} (1 - k / i)
+
+    The product form never builds the huge binomials. Needs 1 <= k <= n and 0 <= c <= n."""
+    if not (1 <= k <= n and 0 <= c <= n):
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    out = 1.0
+    for i in range(n - c + 1, n + 1):
+        out *= 1.0 - k / i
+    return 1.0 - out
+
+
+def correct_counts(model, prompt_texts: list[str], reward_fn, n: int, *, max_new_tokens: int, seed: int = 0,
+                   temperature: float = 1.0) -> list[int]:
+    """For each prompt, how many of n samples (at `temperature`) reward_fn(prompt, response) scores >= 1."""
+    samples = sample(model, [p for p in prompt_texts for _ in range(n)], max_new_tokens=max_new_tokens, seed=seed,
+                     temperature=temperature)
+    ok = [s.finished and reward_fn(s.prompt, s.response) >= 1.0 for s in samples]
+    return [sum(ok[i * n:(i + 1) * n]) for i in range(len(prompt_texts))]

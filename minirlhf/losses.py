@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .logprobs import kl_k3
 from .tokenizer import PAD_ID
 
 
@@ -66,11 +67,7 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
     1 - eps (A_i < 0), that sample's gradient is zero, so reusing a batch cannot push the policy far
     from pi_old. Returns the scalar loss only; at r = 1 its gradient equals REINFORCE's.
     """
-    ratio = torch.exp(logprobs - old_logprobs.detach())
-    advantages = advantages.detach()
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    return -torch.min(unclipped, clipped).mean()
+    return -clipped_surrogate(logprobs, old_logprobs, advantages, clip_eps).mean()
 
 
 def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> torch.Tensor:
@@ -121,3 +118,71 @@ def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
     # logsumexp over each suffix j >= i: a cumulative logsumexp of the reversed ranking, reversed back
     suffix = torch.logcumsumexp(rewards.flip(-1), dim=-1).flip(-1)
     return -(rewards - suffix).sum(-1).mean()
+
+
+# ---------------------------------------------------------------- the group methods (GRPO, DAPO, Dr. GRPO)
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+
+
+def clipped_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                      epsilon: float = 0.2, epsilon_high: float | None = None) -> torch.Tensor:
+    """Per-token clipped surrogate objective (to MAXIMISE), the term inside PPO's and GRPO's mean.
+
+        r = exp(logprobs - old_logprobs)        s = min( r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A )
+
+    logprobs (with gradient), old_logprobs and advantages (detached): any one shape, or advantages
+    (B, 1) against (B, N) tokens. epsilon_high (DAPO's clip-higher, 0.28) lets a rare token that earned
+    a positive advantage grow further than a likely one may shrink; None means epsilon (symmetric).
+    """
+    high = epsilon if epsilon_high is None else epsilon_high
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    advantages = advantages.detach()
+    return torch.min(ratio * advantages, torch.clamp(ratio, 1.0 - epsilon, 1.0 + high) * advantages)
+
+
+def aggregate_token_losses(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
+                           max_completion_length: int | None = None) -> torch.Tensor:
+    """One scalar from per-token losses (B, N) on the tokens where mask (B, N) is True.
+
+        grpo:    1/B sum_b [ 1/|y_b| sum_t l_bt ]        each response weighs the same, whatever its length
+        dapo:    1/sum_b |y_b| sum_{b,t} l_bt            each token weighs the same (TRL's default)
+        dr_grpo: 1/(B * L_max) sum_{b,t} l_bt            a constant: no length enters the weights
+
+    |y_b| = mask[b].sum() (tokens that count: not padding, and later not a tool's output); L_max =
+    max_completion_length. With "grpo" a 4-token response gives each token weight 1/4 and a 7-token one
+    1/7, so with a negative advantage a long wrong answer is punished less per token: wrong answers
+    may grow longer (Liu et al. 2025). A row with no counted token contributes 0.
+    """
+    if per_token.shape != mask.shape:
+        raise ValueError(f"per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} must both be (B, N)")
+    m = mask.to(per_token.dtype)
+    summed = per_token * m
+    if loss_type == "grpo":
+        return (summed.sum(1) / m.sum(1).clamp(min=1)).mean()
+    if loss_type == "dapo":
+        return summed.sum() / m.sum().clamp(min=1)
+    if loss_type == "dr_grpo":
+        if max_completion_length is None or max_completion_length < 1:
+            raise ValueError("loss_type 'dr_grpo' divides by B * max_completion_length: pass max_completion_length >= 1")
+        return summed.sum() / (per_token.size(0) * max_completion_length)
+    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+
+
+def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              loss_type: str = "dapo", epsilon: float = 0.2, epsilon_high: float | None = None,
+              max_completion_length: int | None = None, ref_logprobs: torch.Tensor | None = None,
+              beta: float = 0.0) -> torch.Tensor:
+    """The GRPO family's loss, to minimise: the clipped surrogate with one advantage per response,
+    plus (if beta > 0) the k3 KL to the reference in the loss (not in the reward), aggregated by loss_type.
+
+        l_bt = -clipped_surrogate(logp_bt, old_bt, A_b) + beta * k3(logp_bt, ref_bt)      L = aggregate(l, mask)
+
+    logprobs (B, N) with gradient; old_logprobs, ref_logprobs (B, N) and advantages (B,) constants;
+    mask (B, N) bool: the tokens the policy sampled and that count (see aggregate_token_losses).
+    """
+    per_token = -clipped_surrogate(logprobs, old_logprobs, advantages.detach()[:, None], epsilon, epsilon_high)
+    if beta:
+        if ref_logprobs is None:
+            raise ValueError("beta > 0 needs ref_logprobs (the reference model's log-probs of the same tokens)")
+        per_token = per_token + beta * kl_k3(logprobs, ref_logprobs.detach())
+    return aggregate_token_losses(per_token, mask, loss_type, max_completion_length)

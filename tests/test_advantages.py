@@ -112,3 +112,54 @@ def test_the_baselines_agree_with_each_other_and_work_per_group():
                                sequence_baseline(returns, "leave_one_out")[:, 0])
     with pytest.raises(ValueError, match="at least 2"):
         sequence_baseline(torch.ones(3, 1), "leave_one_out")
+
+
+# ---------------------------------------------------------------- group advantages
+from minirlhf.advantages import group_advantages, zero_std_groups  # noqa: E402
+
+
+def test_group_advantages_grpo_hand_values_and_the_lone_failure():
+    a = group_advantages(torch.tensor([[1.0, 1.0, 1.0, 0.0]]))
+    # mean 0.75, population std sqrt(0.75 * 0.25) = 0.433: (1 - 0.75) / 0.433 = 0.577, (0 - 0.75) / 0.433 = -1.732
+    torch.testing.assert_close(a, torch.tensor([[0.5773, 0.5773, 0.5773, -1.7317]]), atol=1e-3, rtol=0)
+
+
+def test_group_advantages_dr_grpo_and_rloo_hand_values_and_rloo_is_dr_grpo_times_g_over_g_minus_1():
+    r = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 2.0, 1.0, 5.0]])
+    dr = group_advantages(r, "mean", "none")
+    rloo = group_advantages(r, "leave_one_out", "none")
+    torch.testing.assert_close(dr[0], torch.tensor([0.25, 0.25, 0.25, -0.75]))
+    torch.testing.assert_close(rloo[0], torch.tensor([1 / 3, 1 / 3, 1 / 3, -1.0]))
+    torch.testing.assert_close(rloo, dr * 4 / 3)
+
+
+@pytest.mark.parametrize("baseline,scale", [("mean", "group"), ("mean", "batch"), ("mean", "none"),
+                                            ("leave_one_out", "group"), ("leave_one_out", "none")])
+def test_group_advantages_all_equal_group_gives_zeros_never_nan(baseline, scale):
+    r = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [3.0, 3.0, 3.0]])
+    a = group_advantages(r, baseline, scale)
+    assert torch.equal(a, torch.zeros_like(a))
+    mixed = group_advantages(torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]]), baseline, scale)
+    assert torch.isfinite(mixed).all() and torch.equal(mixed[0], torch.zeros(3)) and mixed[1].abs().sum() > 0
+
+
+def test_group_advantages_batch_scale_uses_one_std_for_all_groups():
+    r = torch.tensor([[1.0, 0.0], [10.0, 0.0]])
+    a = group_advantages(r, scale_rewards="batch")
+    torch.testing.assert_close(a, (r - r.mean(1, keepdim=True)) / (r.std(correction=0) + 1e-4))
+    # group scaling makes every group's spread the same, batch scaling keeps their ratio (1 : 10)
+    torch.testing.assert_close(a[1] / a[0], torch.tensor([10.0, 10.0]))
+
+
+def test_group_advantages_bad_input_says_what_to_do():
+    with pytest.raises(ValueError, match="num_generations"):
+        group_advantages(torch.ones(8))
+    with pytest.raises(ValueError, match="scale_rewards"):
+        group_advantages(torch.ones(2, 4), scale_rewards="std")
+    with pytest.raises(ValueError, match="baseline"):
+        group_advantages(torch.ones(2, 4), baseline="median")
+
+
+def test_zero_std_groups():
+    r = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    assert zero_std_groups(r).tolist() == [True, False, True]

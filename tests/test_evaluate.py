@@ -45,3 +45,18 @@ def test_the_tool_model_needs_its_tool_for_products_and_calls_for_them():
     # sums: answered alone (greedy), less well than the parent (68% vs 86% here: the tool SFT costs some addition)
     assert with_tool["sums"]["call_rate"] < 0.2 and with_tool["sums"]["accuracy"] > parent["sums"]["accuracy"] - 0.25
     assert with_tool["sums"]["accuracy"] > 0.5
+# ---------------------------------------------------------------- pass@k
+from math import comb  # noqa: E402
+
+from minirlhf.evaluate import pass_at_k  # noqa: E402
+
+
+@pytest.mark.parametrize("n,c,k", [(10, 0, 1), (10, 3, 1), (10, 3, 5), (10, 8, 3), (128, 5, 64), (64, 1, 64), (5, 5, 2)])
+def test_pass_at_k_is_one_minus_the_chance_that_k_draws_miss(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k), abs=1e-12)
+
+
+def test_pass_at_1_is_the_success_rate_and_bad_input_raises():
+    assert pass_at_k(20, 7, 1) == pytest.approx(7 / 20)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(4, 1, 5)

@@ -90,3 +90,29 @@ def test_a_quick_reward_hacking_run_records_best_of_n_and_ppo_for_each_rm():
         run = row["ppo"]["0"]
         assert len(run["proxy_reward"]) == len(run["gold"]) == len(run["kl"]) == 2
         assert run["config"]["beta"] == results["beta"]
+
+
+def test_one_digit_prompts_have_a_one_digit_operand():
+    from minirlhf.tasks import arithmetic
+    prompts = experiments.one_digit_prompts(50, seed=0)
+    assert len(prompts) == 50 and all(min(p.a, p.b) < 10 for p in map(arithmetic.parse_prompt, prompts))
+
+
+@pytest.mark.slow
+def test_a_short_grpo_compare_measures_every_method_and_pass_at_k():
+    results = experiments.grpo_compare(quick=True, log=lambda line: None)
+    methods = {run["method"] for run in results["runs"].values()}
+    assert methods == set(experiments.GRPO_METHODS) | {"PPO"}
+    for run in results["runs"].values():
+        assert len(run["eval"]) == len(run["eval_samples_seen"]) >= 2 and 0 <= run["one_digit_accuracy"] <= 1
+    for label in ("SFT", "GRPO"):
+        curve = results["pass_at_k"][label]["pass_at_k"]
+        assert curve == sorted(curve) and 0 <= curve[0] <= curve[-1] <= 1        # pass@k grows with k
+
+
+@pytest.mark.slow
+def test_a_short_grpo_capacity_measures_base_sft_and_extra_sft():
+    results = experiments.grpo_capacity(quick=True, log=lambda line: None)
+    for key in ("base_raw_one_digit", "base_raw_two_digit", "sft_accuracy", "sft_one_digit_accuracy"):
+        assert 0 <= results[key] <= 1, key
+    assert results["extra_sft"]["examples"] == 128 and 0 <= results["extra_sft"]["one_digit_accuracy"] <= 1

@@ -85,3 +85,77 @@ def test_plackett_luce_hand_value_and_k2_is_bradley_terry():
     assert losses.plackett_luce_loss(r).item() == pytest.approx(-math.log(p), rel=1e-6)
     pair = torch.tensor([[0.3, 1.2], [2.0, -1.0]])
     assert torch.allclose(losses.plackett_luce_loss(pair), losses.bradley_terry_loss(pair[:, 0], pair[:, 1]))
+
+
+# ---------------------------------------------------------------- GRPO family: surrogate and aggregations
+from minirlhf.losses import aggregate_token_losses, clipped_surrogate, grpo_loss  # noqa: E402
+
+
+def ragged_4_and_7():
+    """Two responses of 4 and 7 tokens in a (2, 7) batch, the first padded after its end."""
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    return mask
+
+
+def test_aggregations_4_vs_7_tokens_hand_values():
+    mask = ragged_4_and_7()
+    per_token = torch.ones(2, 7) * torch.tensor([[1.0], [2.0]])     # 1 on the short row, 2 on the long one
+    per_token[~mask] = 99.0                                          # padding must not count
+    # grpo: (4*1/4 + 7*2/7) / 2 = 1.5;  dapo: (4 + 14) / 11;  dr_grpo: (4 + 14) / (2 * 8)
+    assert float(aggregate_token_losses(per_token, mask, "grpo")) == pytest.approx(1.5)
+    assert float(aggregate_token_losses(per_token, mask, "dapo")) == pytest.approx(18 / 11)
+    assert float(aggregate_token_losses(per_token, mask, "dr_grpo", max_completion_length=8)) == pytest.approx(18 / 16)
+
+
+def test_aggregation_weights_per_token_are_quarter_and_seventh_for_grpo():
+    mask = ragged_4_and_7()
+    x = torch.zeros(2, 7, requires_grad=True)
+    aggregate_token_losses(x, mask, "grpo").backward()
+    torch.testing.assert_close(x.grad, mask.float() * torch.tensor([[1 / 8], [1 / 14]]))   # 1/B * 1/|y_b|
+    x.grad = None
+    aggregate_token_losses(x, mask, "dapo").backward()
+    torch.testing.assert_close(x.grad, mask.float() / 11)
+    x.grad = None
+    aggregate_token_losses(x, mask, "dr_grpo", max_completion_length=10).backward()
+    torch.testing.assert_close(x.grad, mask.float() / 20)
+
+
+def test_aggregation_bad_input():
+    mask = ragged_4_and_7()
+    with pytest.raises(ValueError, match="max_completion_length"):
+        aggregate_token_losses(torch.zeros(2, 7), mask, "dr_grpo")
+    with pytest.raises(ValueError, match="loss_type"):
+        aggregate_token_losses(torch.zeros(2, 7), mask, "bnpo")
+    with pytest.raises(ValueError, match="mask"):
+        aggregate_token_losses(torch.zeros(2, 6), mask, "grpo")
+
+
+def test_clipped_surrogate_clip_higher_is_asymmetric():
+    old = torch.zeros(4)
+    logp = torch.log(torch.tensor([1.5, 1.5, 0.5, 0.5]))
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    s = clipped_surrogate(logp, old, adv, epsilon=0.2, epsilon_high=0.28)
+    # r = 1.5, A > 0: clipped at 1.28; A < 0: min(-1.5, -1.28) = -1.5; r = 0.5, A > 0: 0.5; A < 0: -0.8
+    torch.testing.assert_close(s, torch.tensor([1.28, -1.5, 0.5, -0.8]))
+
+
+def test_ppo_clip_loss_is_the_mean_of_the_symmetric_surrogate():
+    g = torch.Generator().manual_seed(0)
+    logp, old, adv = torch.randn(10, generator=g), torch.randn(10, generator=g), torch.randn(10, generator=g)
+    torch.testing.assert_close(losses.ppo_clip_loss(logp, old, adv, 0.2), -clipped_surrogate(logp, old, adv, 0.2).mean())
+
+
+def test_grpo_loss_at_ratio_1_is_the_policy_gradient_and_kl_adds_k3():
+    mask = ragged_4_and_7()
+    logp = (-torch.rand(2, 7)).requires_grad_()
+    adv = torch.tensor([1.0, -0.5])
+    loss = grpo_loss(logp, logp.detach(), adv, mask, "dapo")
+    loss.backward()
+    torch.testing.assert_close(loss, -(adv[:, None] * mask).sum() / 11)
+    torch.testing.assert_close(logp.grad, -(adv[:, None] * mask) / 11)      # d/dlogp of -A * ratio at ratio 1
+    ref = logp.detach() - 0.3
+    with_kl = grpo_loss(logp, logp.detach(), adv, mask, "dapo", ref_logprobs=ref, beta=0.5)
+    k3 = math.exp(-0.3) - 1 + 0.3
+    assert (with_kl - loss).item() == pytest.approx(0.5 * k3, rel=1e-5)
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        grpo_loss(logp, logp.detach(), adv, mask, beta=0.1)

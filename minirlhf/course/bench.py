@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 from .. import zoo
 from ..generation import generate
+from ..grpo import GRPOConfig, train_grpo
 from ..model import GPT, GPTConfig, num_params, training_flops_per_token
 from ..ppo import PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
 from ..reward import RewardModel, evaluate_reward_model, train_reward_model
-from ..tasks import reviews
+from ..tasks import arithmetic, reviews
 from ..tokenizer import BOS_ID, TOKENIZER
 from ..utils import DEFAULT_THREADS, seed_everything
 from .recipes import RECIPES
@@ -205,12 +206,30 @@ def bench_ppo(opts: BenchOptions, results: dict) -> list[Row]:
     return rows
 
 
+def bench_grpo(opts: BenchOptions, results: dict) -> list[Row]:
+    """GRPO steps from arithmetic-sft on the exact verifier (16 prompts x 8 answers, as recipes.GRPO_ARITHMETIC),
+    split into generation (KV-cached sampling of all P x G answers), scoring (the Python verifier) and update
+    (one forward and backward of the policy on the group batch); and the zoo's arithmetic-grpo build time."""
+    steps = 1 if opts.quick else 5
+    config = GRPOConfig(steps=steps + 1, prompts_per_step=4 if opts.quick else 16, num_generations=8)
+    _, history = train_grpo(zoo.load("arithmetic-sft"), arithmetic.prompts, arithmetic.reward, config)
+    parts = {k: statistics.median(history[f"t_{k}"][1:]) for k in ("generate", "score", "update")}   # step 0 warms up
+    total = sum(parts.values())
+    rows = [(f"GRPO step, {config.prompts_per_step} prompts x {config.num_generations} answers", f"{total:.3f} s",
+             ", ".join(f"{k} {v:.3f} s ({v / total:.0%})" for k, v in parts.items()))]
+    built = zoo.read_manifest().get("arithmetic-grpo", {}).get("build_seconds")
+    if built is not None:
+        rows.append(("  arithmetic-grpo as built by the zoo", f"{built / 60:.1f} min", "build_seconds in data/zoo/MANIFEST.json"))
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[BenchOptions, dict], list[Row]]] = {
     "matmul": bench_matmul,
     "train": bench_train,
     "generate": bench_generate,
     "reward": bench_reward,
     "ppo": bench_ppo,
+    "grpo": bench_grpo,
 }
 
 

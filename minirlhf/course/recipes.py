@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from ..evaluate import arithmetic_accuracy
+from ..grpo import GRPOConfig, train_grpo
 from ..model import GPT, GPTConfig, extend_context
 from ..ppo import PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
@@ -113,6 +115,19 @@ def _ppo_reviews(policy, inputs, **overrides):
     return history
 
 
+GRPO_ARITHMETIC = dict(steps=60, prompts_per_step=16, num_generations=8, lr=5e-5, loss_type="grpo",
+                       scale_rewards="group", seed=0)
+
+
+def _grpo_arithmetic(policy, inputs, **overrides):
+    """GRPO from arithmetic-sft on the exact verifier (arithmetic.reward), greedy accuracy on 500 held-out
+    problems (arithmetic.prompts(500, seed=4)) every 20 steps."""
+    held_out = arithmetic.prompts(500, seed=4)
+    _, history = train_grpo(policy, arithmetic.prompts, arithmetic.reward, GRPOConfig(**{**GRPO_ARITHMETIC, **overrides}),
+                            eval_fn=lambda m: arithmetic_accuracy(m, held_out), eval_every=20)
+    return history
+
+
 REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 # A call and its output make responses up to 24 tokens (with EOS) after a 13-token prompt: past 32 positions.
@@ -134,6 +149,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("arithmetic-tool-sft", "arithmetic-sft, its context extended to 64, fine-tuned to call a calculator "
            "on 'q: a*b' (and a tenth of the 'q: a+b') prompts", TOOL_CONFIG, _sft_tool_arithmetic,
            parent="arithmetic-sft", seed=2),
+    Recipe("arithmetic-grpo", "arithmetic-sft fine-tuned with GRPO on the exact verifier (recipes.GRPO_ARITHMETIC)",
+           ARITHMETIC_CONFIG, _grpo_arithmetic, parent="arithmetic-sft"),
 ]}
 
 
@@ -200,10 +217,13 @@ def _save(name: str, r: Recipe, model, history: dict, zoo_dir: Path, seconds: fl
         entry["sizes"] = {split: len(rows) for split, rows in model.items()}
         return entry, ", ".join(f"{len(rows)} {split}" for split, rows in model.items()) + " pairs"
     entry.update(file=f"{name}.pt", config=r.config)
-    if "loss" not in history:   # an RL run: per-iteration metrics instead of a loss curve
-        meta = {"history": rl_history_for_meta(history)}
+    if "loss" not in history or "config" in history:   # an RL run: per-iteration metrics instead of a loss curve
+        meta = {"history": rl_history_for_meta(history) | {k: history[k] for k in ("eval", "eval_samples_seen")
+                                                            if k in history}}
         final = {k: round(sum(v[-5:]) / len(v[-5:]), 4) for k, v in meta["history"].items()
-                 if k in ("proxy_reward", "gold", "kl", "response_length")}
+                 if k in ("proxy_reward", "gold", "kl", "response_length", "reward", "frac_reward_zero_std")}
+        if "eval" in history:
+            final["eval"] = round(history["eval"][-1], 4)
         entry["final"] = final
         summary = ", ".join(f"{k} {v:.3f}" for k, v in final.items()) + " (last 5 iterations)"
     else:
