@@ -76,15 +76,43 @@ def encode_preference_pairs(pairs: list[dict]) -> tuple[torch.Tensor, torch.Tens
 
 
 def reference_logprobs(reference, pairs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) float32 log pi_ref(chosen | prompt) and log pi_ref(rejected | prompt): computed once, no gradient."""
+    """(B,) float32 log pi_ref(chosen | prompt) and log pi_ref(rejected | prompt): computed once, no gradient.
+    Pairs that carry them already (TRL's columns "ref_chosen_logps", "ref_rejected_logps", see
+    with_reference_logprobs) are not recomputed."""
+    if all("ref_chosen_logps" in p and "ref_rejected_logps" in p for p in pairs):
+        return tuple(torch.tensor([p[f"ref_{side}_logps"] for p in pairs]) for side in ("chosen", "rejected"))
     prompts = [p["prompt"] for p in pairs]
     return tuple(text_logprobs(reference, prompts, [p[side] for p in pairs]).float() for side in ("chosen", "rejected"))
+
+
+def with_reference_logprobs(reference, pairs: list[dict]) -> list[dict]:
+    """Copies of the pairs with the reference's summed log-probs added as "ref_chosen_logps" and
+    "ref_rejected_logps" (TRL's precompute_ref_log_probs columns), for several runs from one reference."""
+    chosen, rejected = reference_logprobs(reference, pairs)
+    return [{**p, "ref_chosen_logps": float(c), "ref_rejected_logps": float(r)}
+            for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist())]
 
 
 def _batch(tokens: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of a right-padded set, cut to their own longest row (less padding, same log-probs)."""
     width = int((tokens[rows] != TOKENIZER.pad_id).sum(1).max())
     return tokens[rows, :width].to(device), mask[rows, :width].to(device)
+
+
+def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                           megabatch: int = 50) -> list[torch.Tensor]:
+    """One epoch of batches of row indices, rows of similar length together (HF's group_by_length).
+
+    Shuffle all rows, cut them into megabatches of megabatch * batch_size rows, sort each megabatch by
+    length, cut it into batches and shuffle the order of all the batches. A batch is padded to its longest
+    row, so on reviews-pairs (responses of 5 to 130 characters) this halves the tokens a step computes,
+    while every batch is still a random draw from a random megabatch."""
+    order = torch.randperm(len(lengths), generator=generator)
+    batches = []
+    for chunk in order.split(megabatch * batch_size):
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        batches += list(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def _stack(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -151,7 +179,7 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
     """Train `policy` in place on preference pairs [{prompt, chosen, rejected}, ...] with config's loss.
 
     reference: the frozen pi_ref; None = a copy of the policy as it is now (TRL does the same). Each step
-    draws config.batch_size pairs (epochs of reshuffled pairs), computes the policy's summed log-probs of
+    takes a batch of up to config.batch_size pairs (length_grouped_batches, epoch after epoch), computes the policy's summed log-probs of
     chosen and rejected in one forward pass, the loss (pair_loss, plus rpo_alpha times the chosen responses'
     per-token NLL) and one clipped AdamW step.
     Returns a history of per-step lists under TRL's names (see dpo_metrics) plus "nll" (the chosen
@@ -183,14 +211,15 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
         if log:
             log(f"step {step}: gold {metrics['gold']:+.3f}, KL {metrics['kl']:.2f}, length {metrics['length']:.1f}")
 
-    order = torch.empty(0, dtype=torch.long)
+    lengths = torch.maximum((chosen_tokens != TOKENIZER.pad_id).sum(1), (rejected_tokens != TOKENIZER.pad_id).sum(1))
+    batches: list[torch.Tensor] = []
     policy.train()
     for step in range(config.steps):
         if evaluate and step % config.eval_every == 0:
             run_eval(step)
-        if len(order) < config.batch_size:
-            order = torch.cat([order, torch.randperm(len(pairs), generator=generator)])
-        rows, order = order[:config.batch_size], order[config.batch_size:]
+        if not batches:
+            batches = length_grouped_batches(lengths, config.batch_size, generator)
+        rows = batches.pop()
         c_tok, c_mask = _batch(chosen_tokens, chosen_mask, rows, device)
         r_tok, r_mask = _batch(rejected_tokens, rejected_mask, rows, device)
         logps = sequence_logprobs(policy, _stack(c_tok, r_tok), _stack(c_mask, r_mask))

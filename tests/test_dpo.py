@@ -142,3 +142,20 @@ def test_online_dpo_labels_fresh_pairs_each_round():
                          eval_prompts=reviews.prompts(4, seed=0))
     assert [r["labels"] for r in out["rounds"]] == [4, 8]
     assert len(out["steps"]["loss"]) == 4 and out["rounds"][-1]["kl"] != 0.0
+
+
+def test_reference_log_probs_carried_by_the_pairs_are_used_as_they_are():
+    pairs = sentiment_pairs(reviews.NOUNS, 8, seed=0)
+    reference = tiny_model(context_length=48)
+    carried = dpo.with_reference_logprobs(reference, pairs)
+    chosen, rejected = dpo.reference_logprobs(tiny_model(seed=1, context_length=48), carried)   # another model: unused
+    assert torch.allclose(chosen, dpo.reference_logprobs(reference, pairs)[0])
+    assert chosen.dtype == torch.float32 and rejected.shape == (8,)
+
+
+def test_length_grouped_batches_cover_every_row_once_with_similar_lengths():
+    lengths = torch.randint(5, 140, (1000,), generator=torch.Generator().manual_seed(0))
+    batches = dpo.length_grouped_batches(lengths, 16, torch.Generator().manual_seed(1), megabatch=10)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    spread = sum(float(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
+    assert spread < 30                                # random batches of 16 would spread about 110
