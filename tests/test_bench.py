@@ -14,7 +14,8 @@ def test_quick_bench_prints_the_table():
                          text=True, timeout=120, check=True).stdout
     for line in ["[matmul]", "dense fp32 matmul", "[train]", "tokens/s", "GFLOP/s", "of matmul",
                  "[generate]", "KV cache speedup", "greedy outputs match",
-                 "[reward]", "ms/step", "of the Bayes ceiling", "[ppo]", "PPO iteration", "generate", "update"]:
+                 "[reward]", "ms/step", "of the Bayes ceiling", "[ppo]", "PPO iteration", "generate", "update",
+                 "[dpo]", "DPO step", "reference log-probs precomputed", "precomputing saves"]:
         assert line in out, f"missing {line!r} in:\n{out}"
     matches = [line for line in out.splitlines() if "greedy outputs match" in line]
     assert len(matches) == 2 and all(" yes " in line for line in matches), out
