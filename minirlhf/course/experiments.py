@@ -226,8 +226,8 @@ def _dpo_run(history: dict) -> dict:
     return {k: [round(float(x), 4) for x in v] for k, v in history.items() if k != "config"}
 
 
-def dpo_frontier(betas=(0.05, 0.1, 0.3), seeds=(0, 1), steps: int = 120, batch_size: int = 16,
-                 learning_rate: float = 1e-4, eval_every: int = 20, n_eval: int = 128, online_rounds: int = 4,
+def dpo_frontier(betas=(0.05, 0.1, 0.5), seeds=(0,), steps: int = 48, batch_size: int = 16,
+                 learning_rate: float = 2.5e-4, eval_every: int = 12, n_eval: int = 128, online_rounds: int = 3,
                  quick: bool = False, log=print) -> dict:
     """DPO from reviews-sft on the 4000 reviews-pairs (notebook 13), every run evaluated along the way
     (gold reward and KL(pi || pi_ref) on n_eval held-out prompts, dpo.gold_and_kl):
@@ -235,8 +235,9 @@ def dpo_frontier(betas=(0.05, 0.1, 0.3), seeds=(0, 1), steps: int = 120, batch_s
     - "frontier": plain DPO for each beta and seed (long, fast runs, so that they travel far in KL);
     - "rpo": beta 0.1 with an SFT term (rpo_alpha 1): does the chosen log-prob still fall?
     - "cdpo": beta 0.1 with label_smoothing at the labels' known flip rate (dpo.label_noise_rate);
-    - "online" vs "offline": online_rounds rounds of pairs sampled from the current policy and labelled by the
-      noisy gold human, against offline DPO on as many of the shipped pairs, same number of steps.
+    - "online": online_rounds rounds of pairs sampled from the current policy and labelled by the noisy gold
+      human, one epoch of steps // online_rounds steps per round: as many labels (steps * batch_size) and steps
+      as the offline beta 0.1 run, which sees each of its steps * batch_size shipped pairs once.
     The reference's log-probs of the shipped pairs are computed once for all runs."""
     sft, pairs = zoo.load("reviews-sft"), zoo.load_pairs("reviews-pairs")["train"]
     if quick:
@@ -269,8 +270,7 @@ def dpo_frontier(betas=(0.05, 0.1, 0.3), seeds=(0, 1), steps: int = 120, batch_s
             run(f"dpo beta={beta} seed={seed}", DPOConfig(beta=beta, seed=seed, **base), pairs)
     run("rpo beta=0.1 seed=0", DPOConfig(beta=0.1, rpo_alpha=1.0, **base), pairs)
     run("cdpo beta=0.1 seed=0", DPOConfig(beta=0.1, label_smoothing=round(noise, 4), **base), pairs)
-    per_round = steps * batch_size // (2 * online_rounds)        # two epochs over each round's pairs
-    run("offline beta=0.1 seed=0", DPOConfig(beta=0.1, **base), pairs[:per_round * online_rounds])
+    per_round = steps * batch_size // online_rounds             # one epoch over each round's pairs
     t = time.perf_counter()
     seed_everything(0)
     online = online_dpo(zoo.load("reviews-sft"), reviews.prompts, reviews.gold_reward,
