@@ -118,8 +118,8 @@ def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: to
 def _stack(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Two right-padded (B, T_a), (B, T_b) -> (2B, max T), so chosen and rejected share one forward pass."""
     width = max(a.size(1), b.size(1))
-    pad = lambda x: torch.nn.functional.pad(x, (0, width - x.size(1)), value=TOKENIZER.pad_id if x.dtype == torch.long else False)  # noqa: E731
-    return torch.cat([pad(a), pad(b)])
+    fill = TOKENIZER.pad_id if a.dtype == torch.long else False         # tokens get PAD, masks False
+    return torch.cat([torch.nn.functional.pad(x, (0, width - x.size(1)), value=fill) for x in (a, b)])
 
 
 # ---------------------------------------------------------------- the loss of one batch
@@ -179,9 +179,9 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
     """Train `policy` in place on preference pairs [{prompt, chosen, rejected}, ...] with config's loss.
 
     reference: the frozen pi_ref; None = a copy of the policy as it is now (TRL does the same). Each step
-    takes a batch of up to config.batch_size pairs (length_grouped_batches, epoch after epoch), computes the policy's summed log-probs of
-    chosen and rejected in one forward pass, the loss (pair_loss, plus rpo_alpha times the chosen responses'
-    per-token NLL) and one clipped AdamW step.
+    takes a batch of up to config.batch_size pairs (length_grouped_batches, epoch after epoch), computes the
+    policy's summed log-probs of chosen and rejected in one forward pass, the loss (pair_loss, plus rpo_alpha
+    times the chosen responses' per-token NLL) and one clipped AdamW step.
     Returns a history of per-step lists under TRL's names (see dpo_metrics) plus "nll" (the chosen
     responses' per-token NLL); with eval_every, gold_fn and eval_prompts also "eval/step", "eval/gold",
     "eval/kl", "eval/length", "eval/finished" (see gold_and_kl), and "config".
