@@ -186,3 +186,73 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
             raise ValueError("beta > 0 needs ref_logprobs (the reference model's log-probs of the same tokens)")
         per_token = per_token + beta * kl_k3(logprobs, ref_logprobs.detach())
     return aggregate_token_losses(per_token, mask, loss_type, max_completion_length)
+
+
+# ---------------------------------------------------------------- DPO and friends (notebook 13)
+def dpo_logits(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+               ref_rejected: torch.Tensor) -> torch.Tensor:
+    """h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)], per pair.
+
+    All four (B,): log-probs of whole responses, SUMMED over their tokens (EOS included, prompt and
+    padding not), y_w the chosen and y_l the rejected response. The reference's are constants
+    (detached here: they were computed once, before training, or under no_grad).
+    beta * h is the difference of DPO's implicit rewards r(x, y) = beta log pi(y|x) / pi_ref(y|x).
+    """
+    return (policy_chosen - ref_chosen.detach()) - (policy_rejected - ref_rejected.detach())
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1, label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023), TRL loss_type "sigmoid"; with label_smoothing > 0, conservative DPO (cDPO).
+
+        L = -mean_b [ (1 - eps) log sigma(beta h_b) + eps log sigma(-beta h_b) ],   h = dpo_logits(...)
+
+    Bradley-Terry's negative log-likelihood of the labels with the implicit reward beta log pi/pi_ref
+    in place of a reward model. eps = label_smoothing is the assumed probability that a label is flipped
+    (Mitchell's cDPO note): the loss is then minimised at a finite margin, sigma(beta h) = 1 - eps, instead
+    of pushing h to infinity. At the start (pi = pi_ref) h = 0 and L = log 2.
+    Inputs (B,) summed response log-probs (see dpo_logits); returns a scalar. F.logsigmoid stays exact
+    at margins of +-100 where log(sigmoid(x)) would give log(0) = -inf.
+    """
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing is the label-flip rate, in [0, 0.5); got {label_smoothing}")
+    z = beta * dpo_logits(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    return -((1 - label_smoothing) * F.logsigmoid(z) + label_smoothing * F.logsigmoid(-z)).mean()
+
+
+def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """IPO (Azar et al. 2023), TRL loss_type "ipo": a squared loss that pulls the margin to 1/(2 beta).
+
+        L = mean_b ( h_b - 1 / (2 beta) )^2,   h = dpo_logits(...) (log-probs summed, as in the paper;
+                                                 TRL divides each side by its length first)
+
+    Where DPO's loss keeps falling as h grows (so deterministic preferences drive pi(y_l) to 0 whatever
+    beta is), IPO's minimum is at a finite margin, and beta sets how far the policy may move.
+    Inputs (B,) summed response log-probs; returns a scalar.
+    """
+    h = dpo_logits(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    return ((h - 1 / (2 * beta)) ** 2).mean()
+
+
+def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor | float,
+             beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
+    """KTO (Ethayarajh et al. 2024), TRL's KTOTrainer: one response at a time, a thumb up or down, no pairs.
+
+        r   = log pi(y|x) - log pi_ref(y|x)
+        L_y = lambda_D (1 - sigma(beta (r - z0)))   if y is desirable (thumb up)
+              lambda_U (1 - sigma(beta (z0 - r)))   if y is undesirable (thumb down)
+        L   = mean_y L_y
+
+    policy_logps, ref_logps (B,) summed response log-probs; desirable (B,) bool; kl = z0, the reference
+    point: an estimate of KL(pi || pi_ref) (TRL: the mean r of mismatched prompt/response pairs), treated
+    as a constant and clamped at >= 0. Returns a scalar. Each term is bounded (in [0, lambda]), so no
+    single response can dominate, and a desirable response gains only by beating the policy's average drift.
+    """
+    if desirable.dtype != torch.bool:
+        raise TypeError(f"desirable must be a bool tensor (True = thumb up), got {desirable.dtype}")
+    z0 = torch.as_tensor(kl, dtype=policy_logps.dtype, device=policy_logps.device).detach().clamp(min=0)
+    r = policy_logps - ref_logps.detach()
+    up = desirable_weight * (1 - torch.sigmoid(beta * (r - z0)))
+    down = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r)))
+    return torch.where(desirable, up, down).mean()

@@ -15,7 +15,8 @@ def test_quick_bench_prints_the_table():
     for line in ["[matmul]", "dense fp32 matmul", "[train]", "tokens/s", "GFLOP/s", "of matmul",
                  "[generate]", "KV cache speedup", "greedy outputs match",
                  "[reward]", "ms/step", "of the Bayes ceiling", "[ppo]", "PPO iteration", "generate", "update",
-                 "[grpo]", "GRPO step", "score"]:
+                 "[grpo]", "GRPO step", "score",
+                 "[dpo]", "DPO step", "reference log-probs precomputed", "precomputing saves"]:
         assert line in out, f"missing {line!r} in:\n{out}"
     matches = [line for line in out.splitlines() if "greedy outputs match" in line]
     assert len(matches) == 2 and all(" yes " in line for line in matches), out

@@ -116,3 +116,24 @@ def test_a_short_grpo_capacity_measures_base_sft_and_extra_sft():
     for key in ("base_raw_one_digit", "base_raw_two_digit", "sft_accuracy", "sft_one_digit_accuracy"):
         assert 0 <= results[key] <= 1, key
     assert results["extra_sft"]["examples"] == 128 and 0 <= results["extra_sft"]["one_digit_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_a_quick_dpo_frontier_traces_every_run_and_online_dpo():
+    results = experiments.dpo_frontier(quick=True, log=lambda line: None)
+    assert set(results["runs"]) == {"dpo beta=0.1 seed=0", "rpo beta=0.1 seed=0", "cdpo beta=0.1 seed=0",
+                                    "online beta=0.1 seed=0"}
+    plain = results["runs"]["dpo beta=0.1 seed=0"]
+    assert plain["eval/step"] == [0, 1, 2] and plain["eval/kl"][0] == 0.0 and len(plain["loss"]) == 2
+    assert results["runs"]["cdpo beta=0.1 seed=0"]["config"]["label_smoothing"] == results["label_noise_rate"] > 0
+    assert len(results["runs"]["online beta=0.1 seed=0"]["rounds"]) == 1
+
+
+def test_shipped_dpo_frontier_results():
+    results = zoo.load_results("dpo_frontier")
+    runs = results["runs"]
+    assert {f"dpo beta={b} seed=0" for b in (0.05, 0.1, 0.5)} <= set(runs)
+    for name, run in runs.items():
+        if "eval/gold" in run:   # every offline run starts at the SFT policy and moves away from it
+            assert run["eval/kl"][0] == 0.0 and run["eval/kl"][-1] > 0.5, name
+    assert [r["labels"] for r in runs["online beta=0.1 seed=0"]["rounds"]] == [256, 512, 768]

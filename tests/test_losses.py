@@ -159,3 +159,80 @@ def test_grpo_loss_at_ratio_1_is_the_policy_gradient_and_kl_adds_k3():
     assert (with_kl - loss).item() == pytest.approx(0.5 * k3, rel=1e-5)
     with pytest.raises(ValueError, match="ref_logprobs"):
         grpo_loss(logp, logp.detach(), adv, mask, beta=0.1)
+
+
+# ---------------------------------------------------------------- DPO and friends
+def _four(pc, pr, rc, rr):
+    return tuple(torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (pc, pr, rc, rr))
+
+
+def test_dpo_loss_is_log_2_at_the_start_and_matches_a_hand_value():
+    same = torch.tensor([-12.0, -30.5])
+    assert losses.dpo_loss(same, same - 3, same, same - 3, beta=0.1).item() == pytest.approx(math.log(2))
+    pc, pr, rc, rr = _four([-1.0], [-3.0], [-2.0], [-2.0])           # h = (-1 + 2) - (-3 + 2) = 2
+    assert losses.dpo_logits(pc, pr, rc, rr).item() == 2.0
+    assert losses.dpo_loss(pc, pr, rc, rr, beta=0.5).item() == pytest.approx(math.log1p(math.exp(-1.0)))
+
+
+def test_dpo_loss_gradient_is_minus_beta_sigma_of_minus_beta_h_and_the_reference_gets_none():
+    pc, pr, rc, rr = _four([-1.0, -5.0], [-3.0, -2.0], [-2.0, -4.0], [-2.0, -2.0])
+    beta = 0.5
+    losses.dpo_loss(pc, pr, rc, rr, beta).backward()
+    h = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    expected = -beta * torch.sigmoid(-beta * h) / 2                       # mean over 2 pairs
+    assert torch.allclose(pc.grad, expected) and torch.allclose(pr.grad, -expected)
+    assert rc.grad is None and rr.grad is None                            # detached: a constant
+
+
+def test_dpo_loss_is_exact_and_finite_at_margins_of_plus_minus_100():
+    for h, expected in ((1000.0, 0.0), (-1000.0, 100.0)):
+        pc, pr, rc, rr = _four([h], [0.0], [0.0], [0.0])
+        loss = losses.dpo_loss(pc, pr, rc, rr, beta=0.1)
+        loss.backward()
+        assert loss.item() == pytest.approx(expected, abs=1e-6)
+        assert torch.isfinite(pc.grad).all()
+    pc = torch.tensor([-1000.0], requires_grad=True)                     # float32 too
+    losses.dpo_loss(pc, torch.zeros(1), torch.zeros(1), torch.zeros(1), beta=0.1).backward()
+    assert pc.grad.item() == pytest.approx(-0.1)
+
+
+def test_cdpo_hand_value_its_finite_optimum_and_bad_smoothing():
+    pc, pr, rc, rr = _four([-1.0], [-3.0], [-2.0], [-2.0])               # h = 2
+    eps, beta = 0.2, 0.5
+    expected = -(0.8 * math.log(torch.sigmoid(torch.tensor(1.0)).item()) + 0.2 * math.log(torch.sigmoid(torch.tensor(-1.0)).item()))
+    assert losses.dpo_loss(pc, pr, rc, rr, beta, label_smoothing=eps).item() == pytest.approx(expected)
+    h_star = math.log((1 - eps) / eps) / beta                            # sigma(beta h*) = 1 - eps
+    pc = torch.tensor([h_star], dtype=torch.float64, requires_grad=True)
+    zero = torch.zeros(1, dtype=torch.float64)
+    losses.dpo_loss(pc, zero, zero, zero, beta, label_smoothing=eps).backward()
+    assert abs(pc.grad.item()) < 1e-12
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.dpo_loss(pc, zero, zero, zero, beta, label_smoothing=0.5)
+
+
+def test_ipo_loss_hand_value_and_gradient_zero_at_half_over_beta():
+    pc, pr, rc, rr = _four([-1.0], [-3.0], [-2.0], [-2.0])               # h = 2
+    loss = losses.ipo_loss(pc, pr, rc, rr, beta=0.25)                      # target 1 / (2 beta) = 2
+    loss.backward()
+    assert loss.item() == 0.0 and pc.grad.item() == 0.0
+    pc, pr, rc, rr = _four([-1.0], [-3.0], [-2.0], [-2.0])
+    losses.ipo_loss(pc, pr, rc, rr, beta=0.1).backward()                   # (2 - 5)^2, gradient 2 (2 - 5)
+    assert pc.grad.item() == pytest.approx(-6.0) and pr.grad.item() == pytest.approx(6.0)
+
+
+def test_kto_loss_hand_values_and_clamped_reference_point():
+    logps = torch.tensor([-1.0, -4.0], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([-2.0, -3.0], dtype=torch.float64)                  # r = +1 (thumb up), -1 (thumb down)
+    desirable = torch.tensor([True, False])
+    beta = 0.5
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    z0 = 0.4
+    expected = ((1 - sig(beta * (1 - z0))) + 2.0 * (1 - sig(beta * (z0 + 1)))) / 2
+    got = losses.kto_loss(logps, ref, desirable, z0, beta, undesirable_weight=2.0)
+    assert got.item() == pytest.approx(expected)
+    assert losses.kto_loss(logps, ref, desirable, -3.0, beta).item() == pytest.approx(
+        losses.kto_loss(logps, ref, desirable, 0.0, beta).item())          # z0 clamped at 0
+    got.backward()
+    assert logps.grad[0] < 0 < logps.grad[1]                               # up raises pi(y), down lowers it
+    with pytest.raises(TypeError, match="bool"):
+        losses.kto_loss(logps, ref, desirable.long(), z0, beta)

@@ -126,3 +126,15 @@ def test_run_recipe_uses_the_given_inputs(tmp_path):
     parent, _ = recipes.run_recipe("tiny", recipes=base)
     child, history = recipes.run_recipe("tiny-2", {"tiny": parent}, recipes=base)
     assert len(history["loss"]) == 1 and not torch.equal(child.tok_emb.weight, parent.tok_emb.weight)
+
+
+@pytest.mark.slow
+def test_shipped_reviews_dpo_beats_sft_on_gold_and_logs_trl_metrics():
+    """The zoo's DPO policy: trained on reviews-pairs from reviews-sft, its held-out gold rose along the run."""
+    assert recipes.RECIPES["reviews-dpo"].depends_on == ("reviews-sft", "reviews-pairs")
+    _, meta = zoo.load_with_meta("reviews-dpo")
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected"):
+        assert len(meta[key]) == len(meta["loss_curve"]) == 125, key
+    assert meta["eval/gold"][-1] > meta["eval/gold"][0] + 2 * meta["eval/gold_se"][0]
+    assert sum(meta["rewards/accuracies"][-20:]) / 20 > 0.6

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import zoo
+from ..dpo import DPOConfig, train_dpo, with_reference_logprobs
 from ..generation import generate
 from ..grpo import GRPOConfig, train_grpo
 from ..model import GPT, GPTConfig, num_params, training_flops_per_token
@@ -223,6 +224,42 @@ def bench_grpo(opts: BenchOptions, results: dict) -> list[Row]:
     return rows
 
 
+def bench_dpo(opts: BenchOptions, results: dict) -> list[Row]:
+    """DPO steps of the default configuration (dpo.DPOConfig, the reviews-dpo recipe) from the SFT model, with
+    the reference's log-probs precomputed (TRL's precompute_ref_log_probs) and without (a reference forward
+    pass in every step); the one-off precomputation over the 4000 pairs; and the full run, extrapolated and as
+    recorded by the zoo when reviews-dpo was built."""
+    full = DPOConfig()
+    sft, pairs = zoo.load("reviews-sft"), zoo.load_pairs("reviews-pairs")["train"]
+    steps = 2 if opts.quick else 10
+    batch = pairs[:steps * full.batch_size]
+    start = time.perf_counter()
+    carried = with_reference_logprobs(sft, pairs[:256] if opts.quick else pairs)
+    precompute = time.perf_counter() - start
+    per_step = {}
+    for pre in (True, False):
+        train_dpo(zoo.load("reviews-sft"), carried[:full.batch_size], DPOConfig(steps=1, precompute_ref_log_probs=pre),
+                  reference=sft)                                                    # warm-up
+        start = time.perf_counter()
+        train_dpo(zoo.load("reviews-sft"), carried[:len(batch)] if pre else batch,
+                  DPOConfig(steps=steps, precompute_ref_log_probs=pre), reference=sft)
+        per_step[pre] = (time.perf_counter() - start) / steps
+    rows = [(f"DPO step, {full.batch_size} pairs (64 responses), reference log-probs precomputed",
+             f"{per_step[True] * 1e3:.0f} ms/step", ""),
+            ("DPO step, reference run in every step", f"{per_step[False] * 1e3:.0f} ms/step",
+             f"precomputing saves {1 - per_step[True] / per_step[False]:.0%} of a step"),
+            (f"precompute reference log-probs of {len(carried)} pairs", f"{precompute:.1f} s", "once per data set")]
+    if not opts.quick:
+        rows.append((f"full default DPO run ({full.steps} steps, 4000 pairs)",
+                     f"~{(precompute + per_step[True] * full.steps) / 60:.1f} min",
+                     "extrapolated: precompute + steps, without the recipe's evaluations"))
+    built = zoo.read_manifest().get("reviews-dpo", {}).get("build_seconds")
+    if built is not None:
+        rows.append(("  reviews-dpo as built by the zoo", f"{built / 60:.1f} min",
+                     "build_seconds in data/zoo/MANIFEST.json (with 6 evaluations on 128 prompts)"))
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[BenchOptions, dict], list[Row]]] = {
     "matmul": bench_matmul,
     "train": bench_train,
@@ -230,6 +267,7 @@ BENCHMARKS: dict[str, Callable[[BenchOptions, dict], list[Row]]] = {
     "reward": bench_reward,
     "ppo": bench_ppo,
     "grpo": bench_grpo,
+    "dpo": bench_dpo,
 }
 
 

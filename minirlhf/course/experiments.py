@@ -5,6 +5,8 @@
     python -m minirlhf experiments ppo-beta           # PPO with 3 KL coefficients (~10 min)
     python -m minirlhf experiments reward-hacking     # best-of-N and PPO against RMs of 3 data sizes (~20 min)
     python -m minirlhf experiments online-rlhf        # iterated online RLHF vs one round, same label budget (~25 min)
+    python -m minirlhf experiments dpo-frontier       # DPO's gold-vs-KL frontier over beta, its failure modes,
+                                                      # online vs offline DPO (~10 min)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -24,6 +26,7 @@ from .. import zoo
 from ..best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_exact, sample_pool
 from ..evaluate import arithmetic_accuracy, correct_counts, pass_at_k
 from ..grpo import GRPOConfig, VerifierReward, train_grpo
+from ..dpo import DPOConfig, label_noise_rate, online_dpo, train_dpo, with_reference_logprobs
 from ..model import GPT, GPTConfig
 from ..online import iterated_rlhf
 from ..ppo import ActorCritic, PPOConfig, train_ppo
@@ -342,8 +345,72 @@ def grpo_capacity(quick: bool = False, log=print) -> dict:
     return out
 
 
+def _dpo_run(history: dict) -> dict:
+    """A DPO history as plain rounded data: per-step TRL metrics and the evaluations along the run."""
+    return {k: [round(float(x), 4) for x in v] for k, v in history.items() if k != "config"}
+
+
+def dpo_frontier(betas=(0.05, 0.1, 0.5), seeds=(0,), steps: int = 48, batch_size: int = 16,
+                 learning_rate: float = 2.5e-4, eval_every: int = 12, n_eval: int = 128, online_rounds: int = 3,
+                 quick: bool = False, log=print) -> dict:
+    """DPO from reviews-sft on the 4000 reviews-pairs (notebook 13), every run evaluated along the way
+    (gold reward and KL(pi || pi_ref) on n_eval held-out prompts, dpo.gold_and_kl):
+
+    - "frontier": plain DPO for each beta and seed (long, fast runs, so that they travel far in KL);
+    - "rpo": beta 0.1 with an SFT term (rpo_alpha 1): does the chosen log-prob still fall?
+    - "cdpo": beta 0.1 with label_smoothing at the labels' known flip rate (dpo.label_noise_rate);
+    - "online": online_rounds rounds of pairs sampled from the current policy and labelled by the noisy gold
+      human, one epoch of steps // online_rounds steps per round: as many labels (steps * batch_size) and steps
+      as the offline beta 0.1 run, which sees each of its steps * batch_size shipped pairs once.
+    The reference's log-probs of the shipped pairs are computed once for all runs."""
+    sft, pairs = zoo.load("reviews-sft"), zoo.load_pairs("reviews-pairs")["train"]
+    if quick:
+        betas, seeds, steps, batch_size, eval_every, n_eval, online_rounds = (0.1,), (0,), 2, 4, 1, 4, 1
+        pairs = pairs[:16]
+    eval_prompts = reviews.prompts(n_eval, seed=50)
+    start = time.perf_counter()
+    pairs = with_reference_logprobs(sft, pairs)
+    log(f"reference log-probs of {len(pairs)} pairs: {time.perf_counter() - start:.0f} s")
+    base = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, eval_every=eval_every)
+    noise = label_noise_rate(pairs, DEFAULT_TEMPERATURE)
+    out = {"command": "python -m minirlhf experiments dpo-frontier" + " --quick" * quick, "settings": base,
+           "eval_prompts": n_eval, "label_noise_rate": round(noise, 4), "kl_estimator":
+           "mean over held-out prompts of the summed log pi(y|x) - log pi_ref(y|x), y ~ pi at temperature 1, "
+           "64 new tokens (PPO's logged kl)", "runs": {}}
+
+    def run(name: str, config: DPOConfig, run_pairs: list[dict]) -> None:
+        t = time.perf_counter()
+        seed_everything(config.seed)
+        history = train_dpo(zoo.load("reviews-sft"), run_pairs, config, reference=sft, gold_fn=reviews.gold_reward,
+                            eval_prompts=eval_prompts)
+        out["runs"][name] = {"config": history["config"], **_dpo_run(history)}
+        best = max(range(len(history["eval/gold"])), key=history["eval/gold"].__getitem__)
+        log(f"{name}: gold {history['eval/gold'][0]:+.2f} -> best {history['eval/gold'][best]:+.2f} at KL "
+            f"{history['eval/kl'][best]:.1f} -> last {history['eval/gold'][-1]:+.2f} at KL {history['eval/kl'][-1]:.1f}; "
+            f"{time.perf_counter() - t:.0f} s")
+
+    for beta in betas:
+        for seed in seeds:
+            run(f"dpo beta={beta} seed={seed}", DPOConfig(beta=beta, seed=seed, **base), pairs)
+    run("rpo beta=0.1 seed=0", DPOConfig(beta=0.1, rpo_alpha=1.0, **base), pairs)
+    run("cdpo beta=0.1 seed=0", DPOConfig(beta=0.1, label_smoothing=round(noise, 4), **base), pairs)
+    per_round = steps * batch_size // online_rounds             # one epoch over each round's pairs
+    t = time.perf_counter()
+    seed_everything(0)
+    online = online_dpo(zoo.load("reviews-sft"), reviews.prompts, reviews.gold_reward,
+                        DPOConfig(beta=0.1, **{**base, "steps": steps // online_rounds, "eval_every": 0}),
+                        rounds=online_rounds, pairs_per_round=per_round, reference=sft, eval_prompts=eval_prompts,
+                        seed=0)
+    out["runs"]["online beta=0.1 seed=0"] = {
+        "rounds": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in online["rounds"]],
+        **_dpo_run(online["steps"])}
+    log(f"online: {len(online['rounds'])} rounds of {per_round} labels, final gold "
+        f"{online['rounds'][-1]['gold']:+.2f} at KL {online['rounds'][-1]['kl']:.1f}; {time.perf_counter() - t:.0f} s")
+    return out
+
+
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
-               "online-rlhf": online_rlhf}
+               "online-rlhf": online_rlhf, "dpo-frontier": dpo_frontier}
 EXPERIMENTS["grpo-compare"] = grpo_compare
 EXPERIMENTS["grpo-capacity"] = grpo_capacity
 

@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from ..dpo import DPOConfig, train_dpo
 from ..evaluate import arithmetic_accuracy
 from ..grpo import GRPOConfig, train_grpo
 from ..model import GPT, GPTConfig, extend_context
@@ -128,6 +129,14 @@ def _grpo_arithmetic(policy, inputs, **overrides):
     return history
 
 
+def _dpo_reviews(policy, inputs, eval_prompts=128, **overrides):
+    """DPO from the SFT policy on the 4000 reviews-pairs (DPOConfig's defaults: one epoch, beta 0.1), its
+    gold reward and KL measured every 25 steps on held-out prompts (gold never trained on)."""
+    config = DPOConfig(**{"eval_every": 25, **overrides})
+    return train_dpo(policy, inputs["reviews-pairs"]["train"], config, gold_fn=reviews.gold_reward,
+                     eval_prompts=reviews.prompts(eval_prompts, seed=50) if config.eval_every else None)
+
+
 REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 # A call and its output make responses up to 24 tokens (with EOS) after a 13-token prompt: past 32 positions.
@@ -143,6 +152,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            REVIEWS_CONFIG, _train_reviews_rm, kind="reward", parent="reviews-sft", needs=("reviews-pairs",)),
     Recipe("reviews-ppo", "reviews-sft fine-tuned with PPO against reviews-rm (ppo.PPOConfig defaults)",
            REVIEWS_CONFIG, _ppo_reviews, parent="reviews-sft", needs=("reviews-sft", "reviews-rm")),
+    Recipe("reviews-dpo", "reviews-sft fine-tuned with DPO on the 4000 reviews-pairs (dpo.DPOConfig defaults)",
+           REVIEWS_CONFIG, _dpo_reviews, parent="reviews-sft", needs=("reviews-pairs",)),
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
     Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
            _sft_arithmetic, parent="arithmetic-base", seed=1),
@@ -229,6 +240,7 @@ def _save(name: str, r: Recipe, model, history: dict, zoo_dir: Path, seconds: fl
     else:
         final_loss = round(sum(history["loss"][-20:]) / len(history["loss"][-20:]), 4)
         meta = {"final_loss": final_loss, "loss_curve": [round(x, 4) for x in history["loss"]]}
+        meta.update({k: [round(float(x), 4) for x in v] for k, v in history.items() if "/" in k})  # DPO's TRL metrics
         entry["final_loss"] = final_loss
         if "test" in history:   # a reward model's held-out metrics
             meta["test"] = entry["test"] = {k: round(v, 4) for k, v in history["test"].items()}
