@@ -11,7 +11,8 @@ LAYERS = [
     {"logprobs", "losses", "advantages"},                                       # 3. building blocks
     {"generation", "sampling"},                                                 # 4. sampling
     {"train", "reward", "best_of_n", "rl", "reinforce", "ppo", "online", "bandit",   # 5. trainers and measures
-     "evaluate", "overoptimization", "feedback", "exercises"},
+     "evaluate", "overoptimization", "feedback", "exercises",
+     "judge"},
     {"zoo", "course", "__main__"},                                              # 6. course tooling
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}

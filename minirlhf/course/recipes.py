@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from .. import judge as judges
 from ..model import GPT, GPTConfig
 from ..ppo import PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
@@ -105,6 +106,22 @@ def _ppo_reviews(policy, inputs, **overrides):
     return history
 
 
+def _train_reviews_judge(judge, inputs, steps=300, lr=1e-3, n_comparisons=2000, n_test=600):
+    """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on
+    n_comparisons human comparisons, each under one principle of the shipped constitution, of pairs of
+    reviews-sft samples (some hot, see judge.sample_comparison_pool). n_test more are held out: the
+    history's "test" holds the judge's agreement with the noisy human on them."""
+    judge.load_state_dict(judges.init_judge(inputs["reviews-base"], judge.config.context_length).state_dict())
+    pool = judges.sample_comparison_pool(inputs["reviews-sft"], reviews.prompts(n_comparisons + n_test, seed=20), seed=20)
+    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21)
+    history = judges.train_judge(judge, comparisons[:n_comparisons], steps=steps, lr=lr, seed=22)
+    test = comparisons[n_comparisons:]
+    p_a = judges.judge_probability(judge, *[[c[k] for c in test] for k in ("principle", "prompt", "a", "b")])
+    labels = torch.tensor([c["prefers_a"] for c in test])
+    history["test"] = {"human_label_accuracy": float(((p_a > 0.5).long() == labels).double().mean())}
+    return history
+
+
 REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 
@@ -118,6 +135,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            REVIEWS_CONFIG, _train_reviews_rm, kind="reward", parent="reviews-sft", needs=("reviews-pairs",)),
     Recipe("reviews-ppo", "reviews-sft fine-tuned with PPO against reviews-rm (ppo.PPOConfig defaults)",
            REVIEWS_CONFIG, _ppo_reviews, parent="reviews-sft", needs=("reviews-sft", "reviews-rm")),
+    Recipe("reviews-judge", "AI judge: reviews-base (context stretched) fine-tuned on 2000 per-principle human comparisons",
+           {**REVIEWS_CONFIG, "context_length": judges.JUDGE_CONTEXT}, _train_reviews_judge,
+           needs=("reviews-base", "reviews-sft"), seed=22),
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
     Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
            _sft_arithmetic, parent="arithmetic-base", seed=1),

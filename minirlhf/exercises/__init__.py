@@ -3,7 +3,7 @@
     from minirlhf.exercises import check_gae, exercise_summary     # what a notebook writes
 
 - engine: run_check (cases, types, known mistakes, gradients), ExerciseError, exercise_summary;
-- part1: notebooks 01-05; part2: 06-08; part3: 09-12.
+- part1: notebooks 01-05; part2: 06-08; part3: 09-12; part4_rlaif: 14.
 """
 from .engine import ExerciseError, exercise_summary, run_check
 from .part1 import (check_bayes_optimal_accuracy, check_block_forward, check_causal_attention,
@@ -13,6 +13,7 @@ from .part2 import (check_best_of_n_weights, check_bradley_terry_loss, check_coh
                     check_kl_best_of_n_exact, check_ranking_loss, check_reward_step)
 from .part3 import (check_fit_gao, check_gae, check_gold_order_agreement, check_kl_penalty_rewards,
                     check_leave_one_out_baseline, check_ppo_clip_loss, check_ppo_update, check_sequence_logprobs)
+from .part4_rlaif import check_judge_gold_agreement, check_swap_averaged
 
 __all__ = ["ExerciseError", "exercise_summary", "run_check",
            "check_discounted_returns", "check_reinforce_loss", "check_bayes_optimal_accuracy", "check_causal_attention",
@@ -20,4 +21,5 @@ __all__ = ["ExerciseError", "exercise_summary", "run_check",
            "check_cohens_kappa", "check_bradley_terry_loss", "check_gather_last", "check_ranking_loss",
            "check_reward_step", "check_best_of_n_weights", "check_kl_best_of_n_exact",
            "check_sequence_logprobs", "check_leave_one_out_baseline", "check_ppo_clip_loss", "check_gae",
-           "check_kl_penalty_rewards", "check_ppo_update", "check_fit_gao", "check_gold_order_agreement"]
+           "check_kl_penalty_rewards", "check_ppo_update", "check_fit_gao", "check_gold_order_agreement",
+           "check_swap_averaged", "check_judge_gold_agreement"]
