@@ -137,11 +137,14 @@ def sample_comparison_pool(policy: GPT, prompts: list[str], temperatures=(1.0, 1
     aspects and a human asked about them could teach the judge nothing. Returns [{prompt, a, b}].
     """
     rng = random.Random(seed)
-    drawn = {t: sample(policy, prompts + prompts, seed=seed + i, temperature=t, max_new_tokens=max_new_tokens)
-             for i, t in enumerate(temperatures)}
-    n = len(prompts)
-    return [{"prompt": p, "a": drawn[rng.choice(temperatures)][i].response,
-             "b": drawn[rng.choice(temperatures)][n + i].response} for i, p in enumerate(prompts)]
+    slots = [(i, side, rng.choice(temperatures)) for i in range(len(prompts)) for side in ("a", "b")]
+    pool = [{"prompt": p} for p in prompts]
+    for k, t in enumerate(temperatures):
+        rows = [(i, side) for i, side, slot_t in slots if slot_t == t]
+        drawn = sample(policy, [prompts[i] for i, _ in rows], seed=seed + k, temperature=t, max_new_tokens=max_new_tokens)
+        for (i, side), s in zip(rows, drawn):
+            pool[i][side] = s.response
+    return pool
 
 
 def human_comparisons(pool: list[dict], principles: list[str], temperature: float = DEFAULT_TEMPERATURE,
@@ -243,31 +246,55 @@ def judge_gold_agreement(p_a: torch.Tensor, gold_a, gold_b) -> float:
 
 
 # ---------------------------------------------------------------- labelling with a constitution
+def principle_verdicts(judge: GPT, constitution: list[str], prompts: list[str], responses_a: list[str],
+                       responses_b: list[str], *, swap: bool = True, batch_size: int = 128) -> torch.Tensor:
+    """The judge's p(a > b) under every principle: (K, N) for K principles and N comparisons.
+    swap: each verdict averaged over both orders (swap_averaged)."""
+    rows = []
+    for principle in constitution:
+        principles = [principle] * len(prompts)
+        if swap:
+            rows.append(swap_averaged(*judge_both_orders(judge, principles, prompts, responses_a, responses_b, batch_size)))
+        else:
+            rows.append(judge_probability(judge, principles, prompts, responses_a, responses_b, batch_size))
+    return torch.stack(rows)
+
+
+def draw_principles(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    """Which of k principles each of n comparisons is judged under, uniformly at random: (n,) long."""
+    rng = random.Random(seed)
+    return torch.tensor([rng.randrange(k) for _ in range(n)], dtype=torch.long)
+
+
+def combine_verdicts(verdicts: torch.Tensor, mode: str = "sample", seed: int = 0) -> torch.Tensor:
+    """One p(a > b) per comparison from the verdicts (K, N) of K principles -> (N,).
+
+    mode "sample": the verdict of one principle drawn per comparison (draw_principles), as Constitutional AI;
+    mode "sum": p = sigma(sum_k logit p_k), the principles as independent evidence (for Bradley-Terry
+    aspects that add up to the gold reward, exactly the human's probability).
+    """
+    if mode == "sample":
+        drawn = draw_principles(verdicts.shape[1], verdicts.shape[0], seed)
+        return verdicts[drawn, torch.arange(verdicts.shape[1])]
+    if mode == "sum":
+        return torch.sigmoid(torch.logit(verdicts.double(), eps=1e-6).sum(0)).to(verdicts.dtype)
+    raise ValueError(f"mode must be 'sample' or 'sum', got {mode!r}")
+
+
 def constitution_probability(judge: GPT, constitution: list[str], prompts: list[str], responses_a: list[str],
                              responses_b: list[str], *, mode: str = "sample", swap: bool = True, seed: int = 0,
-                             batch_size: int = 128) -> tuple[torch.Tensor, list[str]]:
-    """The judge's p(a > b) (N,) under a constitution, and the principle(s) behind each label.
-
-    mode "sample": each comparison under one principle drawn at random (Constitutional AI);
-    mode "sum": the log-odds summed over every principle, p = sigma(sum_k logit p_k), as if the
-    principles were independent pieces of evidence (for Bradley-Terry aspects that add up, exactly so).
-    swap: average both orders (swap_averaged) before anything else.
-    """
+                             batch_size: int = 128) -> torch.Tensor:
+    """The judge's p(a > b) (N,) under a constitution (see combine_verdicts for the modes). In mode
+    "sample" the judge reads only the drawn principle of each comparison: one verdict (two with swap) per pair."""
     if mode not in ("sample", "sum"):
         raise ValueError(f"mode must be 'sample' or 'sum', got {mode!r}")
-    n = len(prompts)
-
-    def verdict(principles):
-        if swap:
-            return swap_averaged(*judge_both_orders(judge, principles, prompts, responses_a, responses_b, batch_size))
-        return judge_probability(judge, principles, prompts, responses_a, responses_b, batch_size)
-
-    if mode == "sample":
-        rng = random.Random(seed)
-        principles = [rng.choice(constitution) for _ in range(n)]
-        return verdict(principles), principles
-    logit = sum(torch.logit(verdict([k] * n).double(), eps=1e-6) for k in constitution)
-    return torch.sigmoid(logit).float(), [" + ".join(constitution)] * n
+    if mode == "sum":
+        return combine_verdicts(principle_verdicts(judge, constitution, prompts, responses_a, responses_b,
+                                                   swap=swap, batch_size=batch_size), "sum")
+    principles = [constitution[i] for i in draw_principles(len(prompts), len(constitution), seed).tolist()]
+    if swap:
+        return swap_averaged(*judge_both_orders(judge, principles, prompts, responses_a, responses_b, batch_size))
+    return judge_probability(judge, principles, prompts, responses_a, responses_b, batch_size)
 
 
 def ai_label_pairs(prompts: list[str], responses_a: list[str], responses_b: list[str], p_a: torch.Tensor,

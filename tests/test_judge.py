@@ -158,21 +158,32 @@ def test_sample_comparison_pool_draws_two_responses_per_prompt():
 
 
 # ---------------------------------------------------------------- labelling with a constitution
-def test_constitution_probability_sample_and_sum():
+def test_constitution_probability_sample_and_sum_agree_with_the_verdict_matrix():
     judge = tiny_judge()
-    args = comparisons_of(["the soup was lovely.", "i hated the soup."] * 4, ["i loved the soup.", "the soup was warm."] * 4)[2:]
+    a, b = ["the soup was lovely.", "i hated the soup."] * 4, ["i loved the soup.", "the soup was warm."] * 4
     prompts = [reviews.make_prompt("soup")] * 8
-    p, used = J.constitution_probability(judge, [SENTIMENT, GRAMMAR], prompts, *args, mode="sample", seed=0)
-    assert p.shape == (8,) and set(used) <= {SENTIMENT, GRAMMAR}
-    direct = J.swap_averaged(*J.judge_both_orders(judge, used, prompts, *args))
-    torch.testing.assert_close(p, direct)
-    one, _ = J.constitution_probability(judge, [SENTIMENT], prompts, *args, mode="sum")
-    torch.testing.assert_close(one, J.swap_averaged(*J.judge_both_orders(judge, [SENTIMENT] * 8, prompts, *args)),
-                               atol=1e-5, rtol=0)
-    unswapped, _ = J.constitution_probability(judge, [SENTIMENT], prompts, *args, mode="sample", swap=False)
-    torch.testing.assert_close(unswapped, J.judge_probability(judge, [SENTIMENT] * 8, prompts, *args))
+    constitution = [SENTIMENT, GRAMMAR]
+    verdicts = J.principle_verdicts(judge, constitution, prompts, a, b)
+    assert verdicts.shape == (2, 8)
+    torch.testing.assert_close(verdicts[1], J.swap_averaged(*J.judge_both_orders(judge, [GRAMMAR] * 8, prompts, a, b)))
+    for mode in ("sample", "sum"):
+        torch.testing.assert_close(J.constitution_probability(judge, constitution, prompts, a, b, mode=mode, seed=4),
+                                   J.combine_verdicts(verdicts, mode, seed=4), atol=1e-6, rtol=0)
+    unswapped = J.constitution_probability(judge, constitution, prompts, a, b, swap=False, seed=4)
+    drawn = [constitution[i] for i in J.draw_principles(8, 2, seed=4).tolist()]
+    torch.testing.assert_close(unswapped, J.judge_probability(judge, drawn, prompts, a, b))
     with pytest.raises(ValueError, match="mode must be"):
-        J.constitution_probability(judge, [SENTIMENT], prompts, *args, mode="vote")
+        J.constitution_probability(judge, constitution, prompts, a, b, mode="vote")
+
+
+def test_combine_verdicts():
+    verdicts = torch.tensor([[0.9, 0.5, 0.2], [0.5, 0.8, 0.2]])
+    torch.testing.assert_close(J.combine_verdicts(verdicts, "sum"), torch.tensor([0.9, 0.8, 1 / 17]))
+    drawn = J.draw_principles(3, 2, seed=1)
+    torch.testing.assert_close(J.combine_verdicts(verdicts, "sample", seed=1), verdicts[drawn, torch.arange(3)])
+    assert set(J.draw_principles(200, 3, seed=0).tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="mode must be"):
+        J.combine_verdicts(verdicts, "max")
 
 
 def test_ai_label_pairs_choose_the_judges_winner():

@@ -125,3 +125,20 @@ def test_run_recipe_uses_the_given_inputs(tmp_path):
     parent, _ = recipes.run_recipe("tiny", recipes=base)
     child, history = recipes.run_recipe("tiny-2", {"tiny": parent}, recipes=base)
     assert len(history["loss"]) == 1 and not torch.equal(child.tok_emb.weight, parent.tok_emb.weight)
+
+
+@pytest.mark.slow
+def test_the_judge_recipe_stretches_the_context_and_records_its_held_out_accuracy(tmp_path):
+    """reviews-judge, shortened: a tiny base and SFT model, 8 comparisons, 2 steps."""
+    short = {r.name: r for r in [
+        Recipe("reviews-base", "", CONFIG, _pretrain(2)),
+        Recipe("reviews-sft", "", CONFIG, _pretrain(2, seed=1)),
+        Recipe("reviews-judge", "", {**CONFIG, "context_length": 320},
+               lambda m, inputs: recipes._train_reviews_judge(m, inputs, steps=2, n_comparisons=8, n_test=4),
+               needs=("reviews-base", "reviews-sft"))]}
+    manifest = recipes.build(None, zoo_dir=tmp_path, recipes=short, **QUIET)
+    judge = zoo.load("reviews-judge", tmp_path)
+    base = zoo.load("reviews-base", tmp_path)
+    assert judge.config.context_length == 320
+    torch.testing.assert_close(judge.pos_emb.weight[:160], base.pos_emb.weight, atol=0.05, rtol=0)   # 2 small steps
+    assert 0 <= manifest["reviews-judge"]["test"]["human_label_accuracy"] <= 1

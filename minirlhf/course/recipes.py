@@ -106,7 +106,7 @@ def _ppo_reviews(policy, inputs, **overrides):
     return history
 
 
-def _train_reviews_judge(judge, inputs, steps=300, lr=1e-3, n_comparisons=2000, n_test=600):
+def _train_reviews_judge(judge, inputs, steps=200, lr=1e-3, n_comparisons=1500, n_test=500):
     """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on
     n_comparisons human comparisons, each under one principle of the shipped constitution, of pairs of
     reviews-sft samples (some hot, see judge.sample_comparison_pool). n_test more are held out: the
@@ -135,7 +135,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            REVIEWS_CONFIG, _train_reviews_rm, kind="reward", parent="reviews-sft", needs=("reviews-pairs",)),
     Recipe("reviews-ppo", "reviews-sft fine-tuned with PPO against reviews-rm (ppo.PPOConfig defaults)",
            REVIEWS_CONFIG, _ppo_reviews, parent="reviews-sft", needs=("reviews-sft", "reviews-rm")),
-    Recipe("reviews-judge", "AI judge: reviews-base (context stretched) fine-tuned on 2000 per-principle human comparisons",
+    Recipe("reviews-judge", "AI judge: reviews-base (context stretched) fine-tuned on 1500 per-principle human comparisons",
            {**REVIEWS_CONFIG, "context_length": judges.JUDGE_CONTEXT}, _train_reviews_judge,
            needs=("reviews-base", "reviews-sft"), seed=22),
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
