@@ -148,32 +148,49 @@ def sample_comparison_pool(policy: GPT, prompts: list[str], temperatures=(1.0, 1
 
 
 def human_comparisons(pool: list[dict], principles: list[str], temperature: float = DEFAULT_TEMPERATURE,
-                      seed: int = 0) -> list[dict]:
+                      seed: int = 0, informative: bool = False) -> list[dict]:
     """The gold human compares each pair under one principle drawn at random, with Bradley-Terry noise:
 
         P(a > b | principle) = sigma((s_k(a) - s_k(b)) / temperature),   s_k = aspect_score of its aspect k
 
+    informative: draw the principle only among those on which the two responses differ, and leave out pairs
+    that differ on none (a labelling interface that never asks a question whose answer is a coin flip).
     Returns [{prompt, a, b, principle, prefers_a (0/1)}].
     """
     rng = random.Random(seed)
-    chosen = [rng.choice(principles) for _ in pool]
-    score_a = [aspect_score(c["prompt"], c["a"], principle_aspect(k)) for c, k in zip(pool, chosen)]
-    score_b = [aspect_score(c["prompt"], c["b"], principle_aspect(k)) for c, k in zip(pool, chosen)]
+    asked, score_a, score_b = [], [], []
+    for c in pool:
+        scores = {k: (aspect_score(c["prompt"], c["a"], principle_aspect(k)),
+                      aspect_score(c["prompt"], c["b"], principle_aspect(k))) for k in principles}
+        candidates = [k for k in principles if scores[k][0] != scores[k][1]] if informative else list(principles)
+        if not candidates:
+            continue
+        k = rng.choice(candidates)
+        asked.append((c, k))
+        score_a.append(scores[k][0])
+        score_b.append(scores[k][1])
     prefers_a = sample_bt_labels(score_a, score_b, temperature, torch.Generator().manual_seed(seed)).tolist()
-    return [{**c, "principle": k, "prefers_a": y} for c, k, y in zip(pool, chosen, prefers_a)]
+    return [{**c, "principle": k, "prefers_a": y} for (c, k), y in zip(asked, prefers_a)]
 
 
-def judge_examples(comparisons: list[dict]) -> list[tuple[str, str]]:
-    """(judge prompt, answer) SFT pairs: each comparison shown in the order it was labelled, answer "a" or "b"."""
-    return [(judge_prompt(c["principle"], c["prompt"], c["a"], c["b"]), ANSWERS[1 - c["prefers_a"]])
-            for c in comparisons]
+def judge_examples(comparisons: list[dict], both_orders: bool = True) -> list[tuple[str, str]]:
+    """(judge prompt, answer) SFT pairs: each comparison in the order it was labelled, answer "a" or "b", and
+    (both_orders) once more with a and b swapped and the answer flipped, so that only the content, never the
+    position, predicts the answer."""
+    examples = []
+    for c in comparisons:
+        examples.append((judge_prompt(c["principle"], c["prompt"], c["a"], c["b"]), ANSWERS[1 - c["prefers_a"]]))
+        if both_orders:
+            examples.append((judge_prompt(c["principle"], c["prompt"], c["b"], c["a"]), ANSWERS[c["prefers_a"]]))
+    return examples
 
 
-def train_judge(judge: GPT, comparisons: list[dict], *, steps: int, batch_size: int = 32, lr: float = 1e-3,
-                seed: int = 0, **kwargs) -> dict:
+def train_judge(judge: GPT, comparisons: list[dict], *, steps: int, batch_size: int = 32, lr: float = 2e-3,
+                both_orders: bool = True, seed: int = 0, **kwargs) -> dict:
     """Fine-tune `judge` to answer like the human: SFT (train.sft) on judge_examples, loss on the answer
     token and EOS only. Returns sft's history {"loss", "lr", "eval"}."""
-    return sft(judge, judge_examples(comparisons), steps=steps, batch_size=batch_size, lr=lr, seed=seed, **kwargs)
+    return sft(judge, judge_examples(comparisons, both_orders), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+               **kwargs)
 
 
 # ---------------------------------------------------------------- verdicts

@@ -143,9 +143,13 @@ def test_human_comparisons_follow_the_asked_aspect_when_noiseless():
                     ("the soup was was cold.", SENTIMENT): 0.5, ("the soup was was cold.", GRAMMAR): 0}[c["a"], c["principle"]]
         if expected != 0.5:                           # a tie is a coin flip
             assert c["prefers_a"] == expected
-    examples = J.judge_examples(labelled)
+    examples = J.judge_examples(labelled, both_orders=False)
     assert examples[0][0] == J.judge_prompt(labelled[0]["principle"], prompt, labelled[0]["a"], labelled[0]["b"])
     assert [e[1] for e in examples] == ["a" if c["prefers_a"] else "b" for c in labelled]
+    both = J.judge_examples(labelled)
+    assert both[0::2] == examples
+    assert both[1][0] == J.judge_prompt(labelled[0]["principle"], prompt, labelled[0]["b"], labelled[0]["a"])
+    assert [e[1] for e in both[1::2]] == ["b" if c["prefers_a"] else "a" for c in labelled]
 
 
 def test_sample_comparison_pool_draws_two_responses_per_prompt():
@@ -221,7 +225,16 @@ def test_train_judge_learns_to_agree_with_the_gold_order():
         return J.judge_gold_agreement(p, *gold)
 
     before = agreement()
-    history = J.train_judge(judge, train, steps=200, batch_size=16, lr=3e-3, warmup=10)
+    history = J.train_judge(judge, train, steps=200, batch_size=16, lr=3e-3, warmup=10, both_orders=False)
     after = agreement()
     assert history["loss"][-1] < history["loss"][0]
     assert before < 0.7 and after > 0.85, (before, after)
+
+
+def test_informative_comparisons_ask_only_about_an_aspect_that_differs():
+    prompt = reviews.make_prompt("soup")
+    pool = [{"prompt": prompt, "a": "the soup was lovely.", "b": "i hated the soup."},     # differ in sentiment only
+            {"prompt": prompt, "a": "the soup was warm.", "b": "the soup was fresh."}]      # differ in nothing
+    labelled = J.human_comparisons(pool * 5, [SENTIMENT, GRAMMAR], temperature=0, seed=0, informative=True)
+    assert len(labelled) == 5
+    assert all(c["principle"] == SENTIMENT and c["prefers_a"] == 1 for c in labelled)

@@ -134,7 +134,7 @@ def test_the_judge_recipe_stretches_the_context_and_records_its_held_out_accurac
         Recipe("reviews-base", "", CONFIG, _pretrain(2)),
         Recipe("reviews-sft", "", CONFIG, _pretrain(2, seed=1)),
         Recipe("reviews-judge", "", {**CONFIG, "context_length": 320},
-               lambda m, inputs: recipes._train_reviews_judge(m, inputs, steps=2, n_comparisons=8, n_test=4),
+               lambda m, inputs: recipes._train_reviews_judge(m, inputs, steps=2, n_pool=12, n_test=2, max_new_tokens=40),
                needs=("reviews-base", "reviews-sft"))]}
     manifest = recipes.build(None, zoo_dir=tmp_path, recipes=short, **QUIET)
     judge = zoo.load("reviews-judge", tmp_path)

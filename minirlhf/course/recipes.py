@@ -106,19 +106,20 @@ def _ppo_reviews(policy, inputs, **overrides):
     return history
 
 
-def _train_reviews_judge(judge, inputs, steps=200, lr=1e-3, n_comparisons=1500, n_test=500):
-    """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on
-    n_comparisons human comparisons, each under one principle of the shipped constitution, of pairs of
-    reviews-sft samples (some hot, see judge.sample_comparison_pool). n_test more are held out: the
-    history's "test" holds the judge's agreement with the noisy human on them."""
+def _train_reviews_judge(judge, inputs, steps=600, lr=1e-3, n_pool=2000, n_test=400, max_new_tokens=80):
+    """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on human
+    comparisons of pairs of reviews-sft samples (some hot, see judge.sample_comparison_pool), each under one
+    principle of the shipped constitution on which the pair differs. The last n_test comparisons are held
+    out: the history's "test" holds the judge's accuracy on the noisy human's labels there."""
     judge.load_state_dict(judges.init_judge(inputs["reviews-base"], judge.config.context_length).state_dict())
-    pool = judges.sample_comparison_pool(inputs["reviews-sft"], reviews.prompts(n_comparisons + n_test, seed=20), seed=20)
-    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21)
-    history = judges.train_judge(judge, comparisons[:n_comparisons], steps=steps, lr=lr, seed=22)
-    test = comparisons[n_comparisons:]
+    pool = judges.sample_comparison_pool(inputs["reviews-sft"], reviews.prompts(n_pool, seed=20), seed=20,
+                                         max_new_tokens=max_new_tokens)
+    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21, informative=True)
+    train, test = comparisons[:-n_test], comparisons[-n_test:]
+    history = judges.train_judge(judge, train, steps=steps, lr=lr, seed=22, warmup=30)
     p_a = judges.judge_probability(judge, *[[c[k] for c in test] for k in ("principle", "prompt", "a", "b")])
     labels = torch.tensor([c["prefers_a"] for c in test])
-    history["test"] = {"human_label_accuracy": float(((p_a > 0.5).long() == labels).double().mean())}
+    history["test"] = {"comparisons": len(train), "human_label_accuracy": float(((p_a > 0.5).long() == labels).double().mean())}
     return history
 
 
@@ -135,7 +136,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            REVIEWS_CONFIG, _train_reviews_rm, kind="reward", parent="reviews-sft", needs=("reviews-pairs",)),
     Recipe("reviews-ppo", "reviews-sft fine-tuned with PPO against reviews-rm (ppo.PPOConfig defaults)",
            REVIEWS_CONFIG, _ppo_reviews, parent="reviews-sft", needs=("reviews-sft", "reviews-rm")),
-    Recipe("reviews-judge", "AI judge: reviews-base (context stretched) fine-tuned on 1500 per-principle human comparisons",
+    Recipe("reviews-judge", "AI judge: reviews-base (context stretched) fine-tuned on per-principle human comparisons",
            {**REVIEWS_CONFIG, "context_length": judges.JUDGE_CONTEXT}, _train_reviews_judge,
            needs=("reviews-base", "reviews-sft"), seed=22),
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
