@@ -106,7 +106,7 @@ def _ppo_reviews(policy, inputs, **overrides):
     return history
 
 
-def _train_reviews_judge(judge, inputs, steps=600, lr=1e-3, n_pool=2000, n_test=400, max_new_tokens=80):
+def _train_reviews_judge(judge, inputs, steps=600, lr=3e-4, n_pool=2000, n_test=400, max_new_tokens=80):
     """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on human
     comparisons of pairs of reviews-sft samples (some hot, see judge.sample_comparison_pool), each under one
     principle of the shipped constitution on which the pair differs. The last n_test comparisons are held
