@@ -12,7 +12,8 @@ never from one below (tests/test_layers.py checks it).
 5. trainers, one file per family, plain loops: train (pretraining, SFT), reward, best_of_n, rl (what the
    RL trainers share), reinforce, ppo, online, bandit (notebook 01's toy RL), dpo (DPO and friends), grpo
    (GRPO, Dr. GRPO, RLOO on a verifiable reward); and the measures and data around them:
-   evaluate, overoptimization, feedback (the label store and widget), exercises/ (the checks)
+   evaluate, overoptimization, feedback (the label store and widget), exercises/ (the checks);
+   judge (RLAIF: the AI judge that reads a constitution)
 6. course tooling: zoo (load the shipped checkpoints, pairs and results), course/ (recipes that build the
    zoo, experiments, bench, student versions; `python -m minirlhf TOOL`)
 7. notebooks

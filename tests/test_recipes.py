@@ -138,3 +138,19 @@ def test_shipped_reviews_dpo_beats_sft_on_gold_and_logs_trl_metrics():
         assert len(meta[key]) == len(meta["loss_curve"]) == 125, key
     assert meta["eval/gold"][-1] > meta["eval/gold"][0] + 2 * meta["eval/gold_se"][0]
     assert sum(meta["rewards/accuracies"][-20:]) / 20 > 0.6
+
+
+def test_the_judge_recipe_stretches_the_context_and_records_its_held_out_accuracy(tmp_path):
+    """reviews-judge, shortened: a tiny base and SFT model, 8 comparisons, 2 steps."""
+    short = {r.name: r for r in [
+        Recipe("reviews-base", "", CONFIG, _pretrain(2)),
+        Recipe("reviews-sft", "", CONFIG, _pretrain(2, seed=1)),
+        Recipe("reviews-judge", "", {**CONFIG, "context_length": 320},
+               lambda m, inputs: recipes._train_reviews_judge(m, inputs, steps=2, n_pool=12, n_test=2, max_new_tokens=40),
+               needs=("reviews-base", "reviews-sft"))]}
+    manifest = recipes.build(None, zoo_dir=tmp_path, recipes=short, **QUIET)
+    judge = zoo.load("reviews-judge", tmp_path)
+    base = zoo.load("reviews-base", tmp_path)
+    assert judge.config.context_length == 320
+    torch.testing.assert_close(judge.pos_emb.weight[:160], base.pos_emb.weight, atol=0.05, rtol=0)   # 2 small steps
+    assert 0 <= manifest["reviews-judge"]["test"]["human_label_accuracy"] <= 1

@@ -7,6 +7,7 @@
     python -m minirlhf experiments online-rlhf        # iterated online RLHF vs one round, same label budget (~25 min)
     python -m minirlhf experiments dpo-frontier       # DPO's gold-vs-KL frontier over beta, its failure modes,
                                                       # online vs offline DPO (~10 min)
+    python -m minirlhf experiments rlaif              # reward models on AI vs human labels; best-of-n against the judge
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .. import judge as judges
 from .. import zoo
 from ..best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_exact, sample_pool
 from ..evaluate import arithmetic_accuracy, correct_counts, pass_at_k
@@ -33,6 +35,7 @@ from ..ppo import ActorCritic, PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
 from ..reward import RewardModel, evaluate_reward_model, score, train_reward_model
 from ..rl import rl_history_for_meta
+from ..sampling import sample
 from ..tasks import arithmetic, reviews
 from ..train import sft
 from ..utils import seed_everything
@@ -409,8 +412,90 @@ def dpo_frontier(betas=(0.05, 0.1, 0.5), seeds=(0,), steps: int = 48, batch_size
     return out
 
 
+def judge_best_of_n(verdicts: torch.Tensor, constitution: list[str], gold_parts: dict, ns) -> dict:
+    """Best-of-n against the judge itself, for the whole constitution and for it without each principle.
+
+    verdicts (K, P, M): swap-averaged p(candidate > reference) of M candidates for each of P prompts under
+    each of K principles; the proxy reward of a candidate under a constitution is its summed log-odds over
+    the principles kept. gold_parts: {"total" or an aspect: (P, M) gold values}. Returns {"all" or
+    "without <aspect>": {"proxy_gain": [...], "<part>": [expected value of best-of-n per n]}}."""
+    logits = torch.logit(verdicts.double(), eps=1e-6)
+    variants = {"all": list(range(len(constitution)))}
+    variants.update({f"without {judges.principle_aspect(k)}": [j for j in range(len(constitution)) if j != i]
+                     for i, k in enumerate(constitution)})
+    out = {}
+    for name, kept in variants.items():
+        proxy = logits[kept].sum(0)
+        row = {"proxy_gain": [float(expected_best_of_n(proxy, proxy, n).mean() - proxy.mean()) for n in ns]}
+        row.update({part: [float(expected_best_of_n(proxy, values, n).mean()) for n in ns]
+                    for part, values in gold_parts.items()})
+        out[name] = {k: [round(x, 4) for x in v] for k, v in row.items()}
+    return out
+
+
+def rlaif(n_human: int = 400, factor: int = 10, n_prompts: int = 64, n_samples: int = 32, ns=(1, 2, 4, 8, 16, 32),
+          quick: bool = False, log=print) -> dict:
+    """RLAIF with the zoo's judge and the shipped constitution (notebook 14).
+
+    1. Reward models from reviews-sft on n_human pairs labelled by the human (reviews-pairs), on the same
+       pairs labelled by the judge, and on factor x n_human pairs labelled by the judge (constitution
+       modes "sample" and "sum", swap-averaged); all scored on the 1000 test pairs' gold order.
+    2. Best-of-n from SFT samples against the judge itself (each candidate compared with one more SFT
+       sample of its prompt), with the whole constitution and without each of its principles: proxy,
+       gold and every gold aspect of the chosen response."""
+    pairs, sft, judge = zoo.load_pairs("reviews-pairs"), zoo.load("reviews-sft"), zoo.load("reviews-judge")
+    constitution = judges.read_constitution()
+    if quick:
+        n_human, factor, n_prompts, n_samples, ns = 16, 2, 4, 4, (1, 2, 4)
+    steps = (lambda n: 4) if quick else rm_steps
+    test = pairs["test"][:64] if quick else pairs["test"]
+    out = {"command": "python -m minirlhf experiments rlaif" + " --quick" * quick, "constitution": constitution,
+           "n_human": n_human, "factor": factor, "reward_models": {}, "labels": {}}
+
+    start = time.perf_counter()
+    train = pairs["train"][:n_human * factor]
+    prompts, chosen, rejected = ([p[k] for p in train] for k in ("prompt", "chosen", "rejected"))
+    verdicts = judges.principle_verdicts(judge, constitution, prompts, chosen, rejected)
+    gold_c, gold_r = ([p[k] for p in train] for k in ("gold_chosen", "gold_rejected"))
+    log(f"judge verdicts on {len(train)} pairs x {len(constitution)} principles: {time.perf_counter() - start:.0f} s")
+    label_sets = {"human": train[:n_human]}
+    for mode in ("sample", "sum"):
+        p_a = judges.combine_verdicts(verdicts, mode, seed=1)
+        out["labels"][f"ai {mode}"] = {"gold_order_agreement": round(judges.judge_gold_agreement(p_a, gold_c, gold_r), 4),
+                                       "mean_confidence": round(float((p_a - 0.5).abs().mean()), 4)}
+        labelled = judges.ai_label_pairs(prompts, chosen, rejected, p_a)
+        label_sets[f"ai {mode}"] = labelled[:n_human]
+        label_sets[f"ai {mode} x{factor}"] = labelled
+    human_p = torch.ones(len(train))           # the human's own labels: chosen is what it preferred
+    out["labels"]["human"] = {"gold_order_agreement": round(judges.judge_gold_agreement(human_p, gold_c, gold_r), 4)}
+    for name, rows in label_sets.items():
+        start = time.perf_counter()
+        result = train_and_evaluate(sft, rows, test, steps=steps(len(rows)))
+        out["reward_models"][name] = {"pairs": len(rows), **result}
+        log(f"RM on {len(rows)} {name} labels: gold order {result['gold_order_accuracy']:.3f}, "
+            f"{time.perf_counter() - start:.0f} s")
+
+    start = time.perf_counter()
+    bon_prompts = reviews.prompts(n_prompts, seed=50)
+    responses, _ = sample_pool(sft, bon_prompts, n_samples, seed=50)
+    references = [s.response for s in sample(sft, bon_prompts, seed=51)]
+    flat_prompts = [p for p in bon_prompts for _ in range(n_samples)]
+    flat = [r for row in responses for r in row]
+    flat_refs = [r for r in references for _ in range(n_samples)]
+    verdicts = judges.principle_verdicts(judge, constitution, flat_prompts, flat, flat_refs)
+    verdicts = verdicts.view(len(constitution), n_prompts, n_samples)
+    parts = [reviews.gold_breakdown(p, r) for p, r in zip(flat_prompts, flat)]
+    gold_parts = {part: torch.tensor([getattr(g, part) for g in parts]).view(n_prompts, n_samples)
+                  for part in ("total", "sentiment", "grammar", "repetition", "length", "off_topic")}
+    out["best_of_n"] = {"n": list(ns), "prompts": n_prompts, "samples_per_prompt": n_samples,
+                        **judge_best_of_n(verdicts, constitution, gold_parts, ns)}
+    log(f"best-of-n against the judge: {time.perf_counter() - start:.0f} s")
+    return out
+
+
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
-               "online-rlhf": online_rlhf, "dpo-frontier": dpo_frontier}
+               "online-rlhf": online_rlhf, "dpo-frontier": dpo_frontier,
+               "rlaif": rlaif}
 EXPERIMENTS["grpo-compare"] = grpo_compare
 EXPERIMENTS["grpo-capacity"] = grpo_capacity
 

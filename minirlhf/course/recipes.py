@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from .. import judge as judges
 from ..dpo import DPOConfig, train_dpo
 from ..evaluate import arithmetic_accuracy
 from ..grpo import GRPOConfig, train_grpo
@@ -137,6 +138,23 @@ def _dpo_reviews(policy, inputs, eval_prompts=128, **overrides):
                      eval_prompts=reviews.prompts(eval_prompts, seed=50) if config.eval_every else None)
 
 
+def _train_reviews_judge(judge, inputs, steps=600, lr=3e-4, n_pool=2000, n_test=400, max_new_tokens=80):
+    """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on human
+    comparisons of pairs of reviews-sft samples (some hot, see judge.sample_comparison_pool), each under one
+    principle of the shipped constitution on which the pair differs. The last n_test comparisons are held
+    out: the history's "test" holds the judge's accuracy on the noisy human's labels there."""
+    judge.load_state_dict(judges.init_judge(inputs["reviews-base"], judge.config.context_length).state_dict())
+    pool = judges.sample_comparison_pool(inputs["reviews-sft"], reviews.prompts(n_pool, seed=20), seed=20,
+                                         max_new_tokens=max_new_tokens)
+    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21, informative=True)
+    train, test = comparisons[:-n_test], comparisons[-n_test:]
+    history = judges.train_judge(judge, train, steps=steps, lr=lr, seed=22, warmup=30)
+    p_a = judges.judge_probability(judge, *[[c[k] for c in test] for k in ("principle", "prompt", "a", "b")])
+    labels = torch.tensor([c["prefers_a"] for c in test])
+    history["test"] = {"comparisons": len(train), "human_label_accuracy": float(((p_a > 0.5).long() == labels).double().mean())}
+    return history
+
+
 REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 # A call and its output make responses up to 24 tokens (with EOS) after a 13-token prompt: past 32 positions.
@@ -154,6 +172,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            REVIEWS_CONFIG, _ppo_reviews, parent="reviews-sft", needs=("reviews-sft", "reviews-rm")),
     Recipe("reviews-dpo", "reviews-sft fine-tuned with DPO on the 4000 reviews-pairs (dpo.DPOConfig defaults)",
            REVIEWS_CONFIG, _dpo_reviews, parent="reviews-sft", needs=("reviews-pairs",)),
+    Recipe("reviews-judge", "AI judge: reviews-base (context stretched) fine-tuned on per-principle human comparisons",
+           {**REVIEWS_CONFIG, "context_length": judges.JUDGE_CONTEXT}, _train_reviews_judge,
+           needs=("reviews-base", "reviews-sft"), seed=22),
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
     Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
            _sft_arithmetic, parent="arithmetic-base", seed=1),

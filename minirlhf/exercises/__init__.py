@@ -3,7 +3,7 @@
     from minirlhf.exercises import check_gae, exercise_summary     # what a notebook writes
 
 - engine: run_check (cases, types, known mistakes, gradients), ExerciseError, exercise_summary;
-- part1: notebooks 01-05; part2: 06-08; part3: 09-12; part4_dpo: 13; part4_grpo: 15; part4_tools: 16.
+- part1: notebooks 01-05; part2: 06-08; part3: 09-12; part4_dpo: 13; part4_rlaif: 14; part4_grpo: 15; part4_tools: 16.
 """
 from .engine import ExerciseError, exercise_summary, run_check
 from .part1 import (check_bayes_optimal_accuracy, check_block_forward, check_causal_attention,
@@ -14,6 +14,7 @@ from .part2 import (check_best_of_n_weights, check_bradley_terry_loss, check_coh
 from .part3 import (check_fit_gao, check_gae, check_gold_order_agreement, check_kl_penalty_rewards,
                     check_leave_one_out_baseline, check_ppo_clip_loss, check_ppo_update, check_sequence_logprobs)
 from .part4_dpo import check_dpo_loss, check_ipo_loss
+from .part4_rlaif import check_judge_gold_agreement, check_swap_averaged
 from .part4_grpo import check_group_advantages, check_loss_aggregation
 from .part4_tools import check_tool_loss_mask
 
@@ -25,4 +26,5 @@ __all__ = ["ExerciseError", "exercise_summary", "run_check",
            "check_sequence_logprobs", "check_leave_one_out_baseline", "check_ppo_clip_loss", "check_gae",
            "check_kl_penalty_rewards", "check_ppo_update", "check_fit_gao", "check_gold_order_agreement",
            "check_group_advantages", "check_loss_aggregation", "check_tool_loss_mask",
-           "check_dpo_loss", "check_ipo_loss"]
+           "check_dpo_loss", "check_ipo_loss",
+           "check_swap_averaged", "check_judge_gold_agreement"]
