@@ -138,7 +138,8 @@ def _dpo_reviews(policy, inputs, eval_prompts=128, **overrides):
                      eval_prompts=reviews.prompts(eval_prompts, seed=50) if config.eval_every else None)
 
 
-def _train_reviews_judge(judge, inputs, steps=600, lr=3e-4, n_pool=2000, n_test=400, max_new_tokens=80):
+def _train_reviews_judge(judge, inputs, steps=600, lr=3e-4, n_pool=2000, n_test=400, max_new_tokens=80,
+                         informative=True):
     """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on human
     comparisons of pairs of reviews-sft samples (some hot, see judge.sample_comparison_pool), each under one
     principle of the shipped constitution on which the pair differs. The last n_test comparisons are held
@@ -146,7 +147,7 @@ def _train_reviews_judge(judge, inputs, steps=600, lr=3e-4, n_pool=2000, n_test=
     judge.load_state_dict(judges.init_judge(inputs["reviews-base"], judge.config.context_length).state_dict())
     pool = judges.sample_comparison_pool(inputs["reviews-sft"], reviews.prompts(n_pool, seed=20), seed=20,
                                          max_new_tokens=max_new_tokens)
-    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21, informative=True)
+    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21, informative=informative)
     train, test = comparisons[:-n_test], comparisons[-n_test:]
     history = judges.train_judge(judge, train, steps=steps, lr=lr, seed=22, warmup=30)
     p_a = judges.judge_probability(judge, *[[c[k] for c in test] for k in ("principle", "prompt", "a", "b")])

@@ -17,16 +17,22 @@ PROMPT_TEMPLATE = "q: {}\na: "
 
 @dataclass(frozen=True)
 class Problem:
+    """a op b; this task only asks sums, the tool-use task (tool_arithmetic) products too."""
     a: int
     b: int
+    op: str = "+"
+
+    def __post_init__(self):
+        if self.op not in ("+", "*"):
+            raise ValueError(f"op must be '+' or '*', got {self.op!r}")
 
     @property
     def expression(self) -> str:
-        return f"{self.a}+{self.b}"
+        return f"{self.a}{self.op}{self.b}"
 
     @property
     def answer(self) -> int:
-        return self.a + self.b
+        return self.a + self.b if self.op == "+" else self.a * self.b
 
 
 def sample_problem(rng: random.Random, max_operand: int = MAX_OPERAND) -> Problem:

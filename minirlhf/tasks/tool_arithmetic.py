@@ -21,33 +21,17 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
 from typing import Callable
 
 from ..calculator import CALL_CLOSE, CALL_OPEN, tool_output
+from .arithmetic import PROMPT_TEMPLATE, Problem
 
 OPERATORS = ("+", "*")
-PROMPT_TEMPLATE = "q: {}\na: "
 PRODUCT_SHARE = 0.5        # share of products among prompts
 SUM_CALL_SHARE = 0.1       # share of the sum demonstrations that call the tool (every product demonstration does)
 CALL_COST = 0.1            # c in the reward correct - c * calls
 # Calls, each followed by the tool's output up to OUTPUT_END (the last output captured), then the answer if any.
 _RESPONSE = re.compile(rf"(?:{re.escape(CALL_OPEN)}[^\n]*?{re.escape(CALL_CLOSE)}([^\n]*)\n)*\s*(-?\d+)?\s*")
-
-
-@dataclass(frozen=True)
-class Problem:
-    a: int
-    b: int
-    op: str
-
-    @property
-    def expression(self) -> str:
-        return f"{self.a}{self.op}{self.b}"
-
-    @property
-    def answer(self) -> int:
-        return self.a + self.b if self.op == "+" else self.a * self.b
 
 
 def sample_problem(rng: random.Random, product_share: float = PRODUCT_SHARE) -> Problem:
