@@ -24,7 +24,7 @@ import re
 from typing import Callable
 
 from ..calculator import CALL_CLOSE, CALL_OPEN, tool_output
-from .arithmetic import PROMPT_TEMPLATE, Problem
+from .arithmetic import Problem, make_prompt
 
 OPERATORS = ("+", "*")
 PRODUCT_SHARE = 0.5        # share of products among prompts
@@ -40,10 +40,6 @@ def sample_problem(rng: random.Random, product_share: float = PRODUCT_SHARE) -> 
     if rng.random() < product_share:
         return Problem(rng.randint(10, 99), rng.randint(10, 99), "*")
     return Problem(rng.randint(0, 99), rng.randint(0, 99), "+")
-
-
-def make_prompt(problem: Problem) -> str:
-    return PROMPT_TEMPLATE.format(problem.expression)
 
 
 def parse_prompt(prompt: str) -> Problem:
