@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .generation import left_pad
-from .model import GPT, GPTConfig
+from .model import GPT, extend_context
 from .preferences import DEFAULT_TEMPERATURE, sample_bt_labels
 from .reward import gold_order_agreement
 from .sampling import sample
@@ -117,14 +117,7 @@ def init_judge(base: GPT, context_length: int = JUDGE_CONTEXT) -> GPT:
     The new rows repeat the old ones (position p starts as position p mod old length): the first
     old-length positions are exactly the base model's, and fine-tuning adapts the rest.
     """
-    old = base.config.context_length
-    if context_length < old:
-        raise ValueError(f"context_length {context_length} is shorter than the base model's {old}")
-    judge = GPT(GPTConfig.from_dict({**base.config.to_dict(), "context_length": context_length}))
-    state = dict(base.state_dict())
-    state["pos_emb.weight"] = base.pos_emb.weight.detach()[torch.arange(context_length) % old].clone()
-    judge.load_state_dict(state)
-    return judge
+    return extend_context(base, context_length, new_rows="repeat")
 
 
 # ---------------------------------------------------------------- the human's comparisons, the judge's lessons

@@ -261,18 +261,28 @@ class ScalarHead(nn.Module):
         return self.linear(h).squeeze(-1)
 
 
-def extend_context(model: GPT, context_length: int) -> GPT:
-    """A copy of `model` whose position table has context_length rows (>= the model's): rows
-    [0, old) are the learned ones, the new rows start as a fresh model's (N(0, 0.02)) and must be
-    trained, since the model has never seen those positions. Every other weight is copied unchanged."""
+def extend_context(model: GPT, context_length: int, new_rows: str = "fresh") -> GPT:
+    """A copy of `model` whose position table has context_length rows (>= the model's). Rows [0, old)
+    are the learned ones; every other weight is copied unchanged. The model has never seen the new
+    positions, so their rows must be trained; they start as
+      - "fresh": a fresh model's (N(0, 0.02));
+      - "repeat": the learned rows again, position p as position p mod old (the RLAIF judge's start).
+    """
+    if new_rows not in ("fresh", "repeat"):
+        raise ValueError(f"new_rows must be 'fresh' or 'repeat', got {new_rows!r}")
     old = model.config.context_length
     if context_length < old:
-        raise ValueError(f"context_length {context_length} is below the model's {old}: this only extends it")
+        raise ValueError(f"context_length {context_length} is shorter than the base model's {old}: this only "
+                         f"extends it")
     config = GPTConfig.from_dict({**model.config.to_dict(), "context_length": context_length})
     longer = GPT(config).to(next(model.parameters()).device)
     state = dict(model.state_dict())
-    pos = longer.pos_emb.weight.detach().clone()
-    pos[:old] = state["pos_emb.weight"]
+    learned = state["pos_emb.weight"]
+    if new_rows == "repeat":
+        pos = learned[torch.arange(context_length, device=learned.device) % old].clone()
+    else:
+        pos = longer.pos_emb.weight.detach().clone()
+        pos[:old] = learned
     state["pos_emb.weight"] = pos
     longer.load_state_dict(state)
     return longer
