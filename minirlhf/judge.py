@@ -25,7 +25,7 @@ import torch
 
 from .generation import left_pad
 from .model import GPT, extend_context
-from .preferences import DEFAULT_TEMPERATURE, sample_bt_labels
+from .preferences import DEFAULT_TEMPERATURE, bayes_optimal_accuracy, sample_bt_labels
 from .reward import gold_order_agreement
 from .sampling import sample
 from .tasks import reviews
@@ -141,24 +141,28 @@ def sample_comparison_pool(policy: GPT, prompts: list[str], temperatures=(1.0, 1
 
 
 def human_comparisons(pool: list[dict], principles: list[str], temperature: float = DEFAULT_TEMPERATURE,
-                      seed: int = 0, informative: bool = False) -> list[dict]:
+                      seed: int = 0, informative: bool = False, balanced: bool = False) -> list[dict]:
     """The gold human compares each pair under one principle drawn at random, with Bradley-Terry noise:
 
         P(a > b | principle) = sigma((s_k(a) - s_k(b)) / temperature),   s_k = aspect_score of its aspect k
 
     informative: draw the principle only among those on which the two responses differ, and leave out pairs
     that differ on none (a labelling interface that never asks a question whose answer is a coin flip).
+    balanced (with informative): draw a principle with weight 1 / (number of pool pairs that differ on it),
+    so that the rarer differences (grammar, repetition) are asked about more often than their share of pairs.
     Returns [{prompt, a, b, principle, prefers_a (0/1)}].
     """
     rng = random.Random(seed)
+    scored = [{k: (aspect_score(c["prompt"], c["a"], principle_aspect(k)),
+                   aspect_score(c["prompt"], c["b"], principle_aspect(k))) for k in principles} for c in pool]
+    differing = {k: sum(s[k][0] != s[k][1] for s in scored) for k in principles}
     asked, score_a, score_b = [], [], []
-    for c in pool:
-        scores = {k: (aspect_score(c["prompt"], c["a"], principle_aspect(k)),
-                      aspect_score(c["prompt"], c["b"], principle_aspect(k))) for k in principles}
+    for c, scores in zip(pool, scored):
         candidates = [k for k in principles if scores[k][0] != scores[k][1]] if informative else list(principles)
         if not candidates:
             continue
-        k = rng.choice(candidates)
+        k = rng.choices(candidates, weights=[1 / differing[k] for k in candidates])[0] if balanced and informative \
+            else rng.choice(candidates)
         asked.append((c, k))
         score_a.append(scores[k][0])
         score_b.append(scores[k][1])
@@ -253,6 +257,39 @@ def judge_gold_agreement(p_a: torch.Tensor, gold_a, gold_b) -> float:
     """Share of pairs (gold ties left out) where the verdict p(a > b) (N,) picks the gold-better response;
     p = 1/2 counts half (reward.gold_order_agreement of the scores p and 1 - p)."""
     return gold_order_agreement(p_a, 1 - p_a, gold_a, gold_b)
+
+
+def judge_report(judge: GPT, comparisons: list[dict], temperature: float = DEFAULT_TEMPERATURE,
+                 batch_size: int = 128) -> dict:
+    """How well the judge answers held-out human comparisons ({prompt, a, b, principle, prefers_a}), each asked
+    under its own principle in both orders:
+
+    - human_label_accuracy (a shown first) and swap_human_label_accuracy: agreement with the noisy human's labels;
+    - flip_rate and first_preference (position_bias);
+    - per aspect: n, the judge's agreement with the aspect's gold order (a first, and swap-averaged), and the
+      human's expected agreement with it, mean max(p, 1 - p) at `temperature` (the Bayes ceiling of one label).
+    """
+    principles, prompts, a, b = ([c[k] for c in comparisons] for k in ("principle", "prompt", "a", "b"))
+    p_ab, p_ba = judge_both_orders(judge, principles, prompts, a, b, batch_size)
+    p_swap = swap_averaged(p_ab, p_ba)
+    labels = torch.tensor([c["prefers_a"] for c in comparisons])
+    report = {"comparisons": len(comparisons),
+              "human_label_accuracy": round(float(((p_ab > 0.5).long() == labels).double().mean()), 4),
+              "swap_human_label_accuracy": round(float(((p_swap > 0.5).long() == labels).double().mean()), 4),
+              **{k: round(v, 4) for k, v in position_bias(p_ab, p_ba).items()}, "aspects": {}}
+    aspects = [principle_aspect(k) for k in principles]
+    for aspect in sorted(set(aspects), key=list(PRINCIPLES).index):
+        rows = [i for i, x in enumerate(aspects) if x == aspect]
+        gold_a = torch.tensor([aspect_score(prompts[i], a[i], aspect) for i in rows])
+        gold_b = torch.tensor([aspect_score(prompts[i], b[i], aspect) for i in rows])
+        untied = gold_a != gold_b
+        report["aspects"][aspect] = {
+            "n": len(rows),
+            "judge_gold_agreement": round(judge_gold_agreement(p_ab[rows], gold_a, gold_b), 4),
+            "swap_judge_gold_agreement": round(judge_gold_agreement(p_swap[rows], gold_a, gold_b), 4),
+            "human_gold_agreement": round(bayes_optimal_accuracy(gold_a[untied], gold_b[untied], temperature), 4)
+            if untied.any() else float("nan")}
+    return report
 
 
 # ---------------------------------------------------------------- labelling with a constitution

@@ -1,5 +1,6 @@
 """The AI judge: constitution files, the human's per-principle comparisons, verdicts, swap-averaging,
 position bias, labelling with a constitution, and a judge that learns."""
+import math
 import random
 
 import pytest
@@ -238,3 +239,38 @@ def test_informative_comparisons_ask_only_about_an_aspect_that_differs():
     labelled = J.human_comparisons(pool * 5, [SENTIMENT, GRAMMAR], temperature=0, seed=0, informative=True)
     assert len(labelled) == 5
     assert all(c["principle"] == SENTIMENT and c["prefers_a"] == 1 for c in labelled)
+
+
+def test_balanced_comparisons_ask_more_often_about_the_rarer_difference():
+    prompt = reviews.make_prompt("soup")
+    both = {"prompt": prompt, "a": "the soup was lovely.", "b": "i hated soup the."}       # sentiment and grammar
+    sentiment_only = {"prompt": prompt, "a": "the soup was lovely.", "b": "i hated the soup."}
+    pool = [both] * 20 + [sentiment_only] * 180
+    def grammar_share(balanced):
+        asked = J.human_comparisons(pool, [SENTIMENT, GRAMMAR], seed=0, informative=True, balanced=balanced)
+        return sum(c["principle"] == GRAMMAR for c in asked) / 20
+    # grammar differs in 20 pairs, sentiment in 200: weights 1/20 vs 1/200 on the 20 pairs where both differ
+    assert grammar_share(False) < 0.75 and grammar_share(True) > 0.8
+
+
+def test_judge_report_per_aspect_against_the_human_ceiling():
+    judge = tiny_judge()
+    prompt = reviews.make_prompt("soup")
+    comparisons = [
+        {"prompt": prompt, "a": "the soup was lovely.", "b": "i hated the soup.", "principle": SENTIMENT, "prefers_a": 1},
+        {"prompt": prompt, "a": "i hated the soup.", "b": "the soup was lovely.", "principle": SENTIMENT, "prefers_a": 1},
+        {"prompt": prompt, "a": "the soup was warm.", "b": "soup the was warm.", "principle": GRAMMAR, "prefers_a": 0},
+    ]
+    report = J.judge_report(judge, comparisons)
+    assert report["comparisons"] == 3 and set(report["aspects"]) == {"sentiment", "grammar"}
+    p_ab, p_ba = J.judge_both_orders(judge, *([c[k] for c in comparisons] for k in ("principle", "prompt", "a", "b")))
+    labels = torch.tensor([1, 1, 0])
+    assert report["human_label_accuracy"] == pytest.approx(float(((p_ab > 0.5).long() == labels).double().mean()), abs=1e-4)
+    assert report["flip_rate"] == pytest.approx(J.position_bias(p_ab, p_ba)["flip_rate"], abs=1e-4)
+    sentiment = report["aspects"]["sentiment"]
+    # each sentiment pair differs by 4 (2 vs -2): the T = 1 human is right with sigma(4)
+    assert sentiment["n"] == 2 and sentiment["human_gold_agreement"] == pytest.approx(1 / (1 + math.exp(-4)), abs=1e-4)
+    swap = J.swap_averaged(p_ab, p_ba)[:2]
+    assert sentiment["swap_judge_gold_agreement"] == pytest.approx(
+        J.judge_gold_agreement(swap, torch.tensor([2.0, -2.0]), torch.tensor([-2.0, 2.0])), abs=1e-4)
+    assert report["aspects"]["grammar"]["human_gold_agreement"] == pytest.approx(1 / (1 + math.exp(-1)), abs=1e-4)

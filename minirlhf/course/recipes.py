@@ -138,21 +138,22 @@ def _dpo_reviews(policy, inputs, eval_prompts=128, **overrides):
                      eval_prompts=reviews.prompts(eval_prompts, seed=50) if config.eval_every else None)
 
 
-def _train_reviews_judge(judge, inputs, steps=600, lr=3e-4, n_pool=2000, n_test=400, max_new_tokens=80,
-                         informative=True):
+def _train_reviews_judge(judge, inputs, steps=1200, lr=3e-4, n_pool=6000, n_test=400, max_new_tokens=80,
+                         informative=True, balanced=True, eval_every=200):
     """The AI judge: reviews-base with its position table stretched (judge.init_judge), fine-tuned on human
     comparisons of pairs of reviews-sft samples (some hot, see judge.sample_comparison_pool), each under one
-    principle of the shipped constitution on which the pair differs. The last n_test comparisons are held
-    out: the history's "test" holds the judge's accuracy on the noisy human's labels there."""
+    principle of the shipped constitution on which the pair differs, the rarer differences asked about more
+    often (balanced). The last n_test comparisons are held out: judge.judge_report on them every eval_every
+    steps (history "eval") and at the end (history "test")."""
     judge.load_state_dict(judges.init_judge(inputs["reviews-base"], judge.config.context_length).state_dict())
     pool = judges.sample_comparison_pool(inputs["reviews-sft"], reviews.prompts(n_pool, seed=20), seed=20,
                                          max_new_tokens=max_new_tokens)
-    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21, informative=informative)
+    comparisons = judges.human_comparisons(pool, judges.read_constitution(), seed=21, informative=informative,
+                                           balanced=balanced)
     train, test = comparisons[:-n_test], comparisons[-n_test:]
-    history = judges.train_judge(judge, train, steps=steps, lr=lr, seed=22, warmup=30)
-    p_a = judges.judge_probability(judge, *[[c[k] for c in test] for k in ("principle", "prompt", "a", "b")])
-    labels = torch.tensor([c["prefers_a"] for c in test])
-    history["test"] = {"comparisons": len(train), "human_label_accuracy": float(((p_a > 0.5).long() == labels).double().mean())}
+    history = judges.train_judge(judge, train, steps=steps, lr=lr, seed=22, warmup=30, eval_every=eval_every,
+                                 eval_fn=lambda model: judges.judge_report(model, test))
+    history["test"] = {**history["eval"][-1][1], "train_comparisons": len(train)}
     return history
 
 
@@ -240,6 +241,15 @@ def run_recipe(name: str, inputs: dict | None = None, recipes: dict[str, Recipe]
     return model, r.train(model, inputs, **overrides)
 
 
+def _rounded(value):
+    """Floats rounded to 4 places, in nested dicts and lists too."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def _save(name: str, r: Recipe, model, history: dict, zoo_dir: Path, seconds: float) -> tuple[dict, str]:
     """Write one built entry to zoo_dir; returns (its manifest entry, a one-line summary)."""
     entry = {"kind": r.kind, "parent": r.parent, "needs": list(r.depends_on), "description": r.description,
@@ -264,8 +274,10 @@ def _save(name: str, r: Recipe, model, history: dict, zoo_dir: Path, seconds: fl
         meta = {"final_loss": final_loss, "loss_curve": [round(x, 4) for x in history["loss"]]}
         meta.update({k: [round(float(x), 4) for x in v] for k, v in history.items() if "/" in k})  # DPO's TRL metrics
         entry["final_loss"] = final_loss
-        if "test" in history:   # a reward model's held-out metrics
-            meta["test"] = entry["test"] = {k: round(v, 4) for k, v in history["test"].items()}
+        if history.get("eval"):   # held-out metrics along the run (the judge's)
+            meta["eval"] = [[step, _rounded(metrics)] for step, metrics in history["eval"]]
+        if "test" in history:   # held-out metrics of a reward model or the judge
+            meta["test"] = entry["test"] = _rounded(history["test"])
         summary = f"loss {final_loss:.4f}"
     entry["sha256"] = save_checkpoint(Path(zoo_dir) / entry["file"], model, name=name, kind=r.kind, meta=meta)
     return entry, summary
