@@ -139,24 +139,18 @@ def test_shipped_dpo_frontier_results():
     assert [r["labels"] for r in runs["online beta=0.1 seed=0"]["rounds"]] == [256, 512, 768]
 
 
-def test_judge_best_of_n_drops_a_principle_from_the_proxy():
-    # one prompt, 3 candidates, 2 principles: the first principle likes candidate 0, the second candidate 2
-    verdicts = torch.tensor([[[0.9, 0.5, 0.1]], [[0.1, 0.5, 0.99]]])
-    constitution = [experiments.judges.PRINCIPLES["sentiment"], experiments.judges.PRINCIPLES["grammar"]]
-    gold = {"total": torch.tensor([[1.0, 2.0, 3.0]])}
-    out = experiments.judge_best_of_n(verdicts, constitution, gold, ns=(1, 3))
-    assert set(out) == {"all", "without sentiment", "without grammar"}
-    assert out["without grammar"]["total"] == [2.0, 1.0]       # best of 3 by the first principle alone: candidate 0
-    assert out["without sentiment"]["total"] == [2.0, 3.0]
-    assert out["all"]["total"][1] == 3.0 and out["all"]["proxy_gain"][0] == 0.0
-
-
 @pytest.mark.slow
-def test_a_quick_rlaif_run_trains_every_reward_model_and_every_best_of_n_variant():
+def test_a_quick_rlaif_run_trains_every_reward_model_and_ppo_with_and_without_a_principle():
     results = experiments.rlaif(quick=True, log=lambda line: None)
-    assert set(results["reward_models"]) == {"human", "ai sample", "ai sum", "ai sample x2", "ai sum x2"}
+    assert set(results["reward_models"]) == {"human", "human x2", "ai sample", "ai sum", "ai sample x2", "ai sum x2",
+                                             "ai sum without grammar x2"}
     assert results["reward_models"]["ai sum x2"]["pairs"] == 32
     assert all(0 <= row["gold_order_accuracy"] <= 1 for row in results["reward_models"].values())
-    bon = results["best_of_n"]
-    assert bon["n"] == [1, 2, 4] and "all" in bon and len([k for k in bon if k.startswith("without")]) == 5
-    assert bon["all"]["proxy_gain"][-1] >= bon["all"]["proxy_gain"][0] == 0.0
+    assert set(results["labels"]) == {"human", "ai sample", "ai sum", "ai sum without grammar"}
+    assert set(results["ppo"]) == {"sft", "ai sum x2", "ai sum without grammar x2"}
+    for name, run in results["ppo"].items():
+        assert 0 <= run["off_topic"] <= 1 and run["grammar"] >= 0 and len(run["samples"]) == 3, name
+        if name != "sft":
+            assert len(run["history"]["gold"]) == 2, name
+    with pytest.raises(ValueError, match="no principle about 'politeness'"):
+        experiments.rlaif(quick=True, missing="politeness", log=lambda line: None)

@@ -7,7 +7,8 @@
     python -m minirlhf experiments online-rlhf        # iterated online RLHF vs one round, same label budget (~25 min)
     python -m minirlhf experiments dpo-frontier       # DPO's gold-vs-KL frontier over beta, its failure modes,
                                                       # online vs offline DPO (~10 min)
-    python -m minirlhf experiments rlaif              # reward models on AI vs human labels; best-of-n against the judge
+    python -m minirlhf experiments rlaif              # reward models on AI vs human labels; PPO against them,
+                                                      # with and without one principle (~20 min)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -412,84 +413,82 @@ def dpo_frontier(betas=(0.05, 0.1, 0.5), seeds=(0,), steps: int = 48, batch_size
     return out
 
 
-def judge_best_of_n(verdicts: torch.Tensor, constitution: list[str], gold_parts: dict, ns) -> dict:
-    """Best-of-n against the judge itself, for the whole constitution and for it without each principle.
-
-    verdicts (K, P, M): swap-averaged p(candidate > reference) of M candidates for each of P prompts under
-    each of K principles; the proxy reward of a candidate under a constitution is its summed log-odds over
-    the principles kept. gold_parts: {"total" or an aspect: (P, M) gold values}. Returns {"all" or
-    "without <aspect>": {"proxy_gain": [...], "<part>": [expected value of best-of-n per n]}}."""
-    logits = torch.logit(verdicts.double(), eps=1e-6)
-    variants = {"all": list(range(len(constitution)))}
-    variants.update({f"without {judges.principle_aspect(k)}": [j for j in range(len(constitution)) if j != i]
-                     for i, k in enumerate(constitution)})
-    out = {}
-    for name, kept in variants.items():
-        proxy = logits[kept].sum(0)
-        row = {"proxy_gain": [float(expected_best_of_n(proxy, proxy, n).mean() - proxy.mean()) for n in ns]}
-        row.update({part: [float(expected_best_of_n(proxy, values, n).mean()) for n in ns]
-                    for part, values in gold_parts.items()})
-        out[name] = {k: [round(x, 4) for x in v] for k, v in row.items()}
-    return out
+def policy_aspects(policy: GPT, prompts: list[str], seed: int = 0) -> dict:
+    """Mean gold reward and mean of every gold aspect (tasks.reviews.gold_breakdown) of one sample per prompt,
+    plus the share of responses that are off topic and three samples."""
+    drawn = sample(policy, prompts, seed=seed, max_new_tokens=64)
+    parts = [reviews.gold_breakdown(p, s.response) for p, s in zip(prompts, drawn)]
+    out = {k: round(sum(getattr(g, k) for g in parts) / len(parts), 4)
+           for k in ("total", "sentiment", "grammar", "repetition", "length", "off_topic")}
+    return {**out, "samples": [{"prompt": s.prompt, "response": s.response} for s in drawn[:3]]}
 
 
-def rlaif(n_human: int = 400, factor: int = 10, n_prompts: int = 64, n_samples: int = 32, ns=(1, 2, 4, 8, 16, 32),
+def rlaif(n_human: int = 400, factor: int = 10, missing: str = "grammar", ppo_mode: str = "sum", n_eval: int = 128,
           quick: bool = False, log=print) -> dict:
     """RLAIF with the zoo's judge and the shipped constitution (notebook 14).
 
-    1. Reward models from reviews-sft on n_human pairs labelled by the human (reviews-pairs), on the same
-       pairs labelled by the judge, and on factor x n_human pairs labelled by the judge (constitution
-       modes "sample" and "sum", swap-averaged); all scored on the 1000 test pairs' gold order.
-    2. Best-of-n from SFT samples against the judge itself (each candidate compared with one more SFT
-       sample of its prompt), with the whole constitution and without each of its principles: proxy,
-       gold and every gold aspect of the chosen response."""
+    1. The judge labels the first n_human * factor training pairs of reviews-pairs under every principle, both
+       orders (judge.principle_verdicts); the labels of a constitution are those verdicts combined
+       (judge.combine_verdicts: one principle drawn per pair, "sample", or all summed, "sum"), and the
+       constitution without the principle of aspect `missing` drops that principle's row.
+    2. Reward models (the zoo's reviews-rm recipe, experiments.train_rm) on n_human human labels, on
+       n_human * factor of them, and on AI labels at both counts; all scored on the 1000 human test pairs.
+    3. PPO (PPOConfig defaults) from reviews-sft against the reward model on the full constitution's labels
+       and on the labels of the constitution without `missing` (both combined by ppo_mode, at the larger count): the gold reward and every gold aspect of each
+       final policy on n_eval held-out prompts (policy_aspects): is the aspect nobody asked about exploited?"""
     pairs, sft, judge = zoo.load_pairs("reviews-pairs"), zoo.load("reviews-sft"), zoo.load("reviews-judge")
     constitution = judges.read_constitution()
+    ppo_overrides = {}
     if quick:
-        n_human, factor, n_prompts, n_samples, ns = 16, 2, 4, 4, (1, 2, 4)
-    steps = (lambda n: 4) if quick else rm_steps
+        n_human, factor, n_eval = 16, 2, 4
+        ppo_overrides = {"iterations": 2, "batch_size": 8, "minibatches": 2}
     test = pairs["test"][:64] if quick else pairs["test"]
+    kept = [k for k in constitution if judges.principle_aspect(k) != missing]
+    if len(kept) == len(constitution):
+        raise ValueError(f"the shipped constitution has no principle about {missing!r}: nothing to leave out")
     out = {"command": "python -m minirlhf experiments rlaif" + " --quick" * quick, "constitution": constitution,
-           "n_human": n_human, "factor": factor, "reward_models": {}, "labels": {}}
+           "n_human": n_human, "factor": factor, "missing": missing, "ppo_mode": ppo_mode, "labels": {}, "reward_models": {}, "ppo": {}}
 
     start = time.perf_counter()
     train = pairs["train"][:n_human * factor]
     prompts, chosen, rejected = ([p[k] for p in train] for k in ("prompt", "chosen", "rejected"))
     verdicts = judges.principle_verdicts(judge, constitution, prompts, chosen, rejected)
     gold_c, gold_r = ([p[k] for p in train] for k in ("gold_chosen", "gold_rejected"))
-    log(f"judge verdicts on {len(train)} pairs x {len(constitution)} principles: {time.perf_counter() - start:.0f} s")
-    label_sets = {"human": train[:n_human]}
-    for mode in ("sample", "sum"):
-        p_a = judges.combine_verdicts(verdicts, mode, seed=1)
-        out["labels"][f"ai {mode}"] = {"gold_order_agreement": round(judges.judge_gold_agreement(p_a, gold_c, gold_r), 4),
-                                       "mean_confidence": round(float((p_a - 0.5).abs().mean()), 4)}
+    log(f"judge verdicts on {len(train)} pairs x {len(constitution)} principles, both orders: "
+        f"{time.perf_counter() - start:.0f} s")
+    label_sets = {"human": train[:n_human], f"human x{factor}": train}
+    keep_rows = [constitution.index(k) for k in kept]
+    for name, rows, mode in (("ai sample", verdicts, "sample"), ("ai sum", verdicts, "sum"),
+                             (f"ai {ppo_mode} without {missing}", verdicts[keep_rows], ppo_mode)):
+        p_a = judges.combine_verdicts(rows, mode, seed=1)
+        out["labels"][name] = {"gold_order_agreement": round(judges.judge_gold_agreement(p_a, gold_c, gold_r), 4),
+                               "mean_confidence": round(float((p_a - 0.5).abs().mean()), 4)}
         labelled = judges.ai_label_pairs(prompts, chosen, rejected, p_a)
-        label_sets[f"ai {mode}"] = labelled[:n_human]
-        label_sets[f"ai {mode} x{factor}"] = labelled
+        if name in ("ai sample", "ai sum"):
+            label_sets[name] = labelled[:n_human]
+        label_sets[f"{name} x{factor}"] = labelled
     human_p = torch.ones(len(train))           # the human's own labels: chosen is what it preferred
     out["labels"]["human"] = {"gold_order_agreement": round(judges.judge_gold_agreement(human_p, gold_c, gold_r), 4)}
+
+    rms = {}
     for name, rows in label_sets.items():
         start = time.perf_counter()
-        result = train_and_evaluate(sft, rows, test, steps=steps(len(rows)))
-        out["reward_models"][name] = {"pairs": len(rows), **result}
+        seed_everything(0)
+        rms[name], result = train_rm(len(rows), {"train": rows, "test": test}, sft, steps=4 if quick else None)
+        out["reward_models"][name] = {"pairs": len(rows), **{k: round(v, 4) for k, v in result.items()}}
         log(f"RM on {len(rows)} {name} labels: gold order {result['gold_order_accuracy']:.3f}, "
             f"{time.perf_counter() - start:.0f} s")
 
-    start = time.perf_counter()
-    bon_prompts = reviews.prompts(n_prompts, seed=50)
-    responses, _ = sample_pool(sft, bon_prompts, n_samples, seed=50)
-    references = [s.response for s in sample(sft, bon_prompts, seed=51)]
-    flat_prompts = [p for p in bon_prompts for _ in range(n_samples)]
-    flat = [r for row in responses for r in row]
-    flat_refs = [r for r in references for _ in range(n_samples)]
-    verdicts = judges.principle_verdicts(judge, constitution, flat_prompts, flat, flat_refs)
-    verdicts = verdicts.view(len(constitution), n_prompts, n_samples)
-    parts = [reviews.gold_breakdown(p, r) for p, r in zip(flat_prompts, flat)]
-    gold_parts = {part: torch.tensor([getattr(g, part) for g in parts]).view(n_prompts, n_samples)
-                  for part in ("total", "sentiment", "grammar", "repetition", "length", "off_topic")}
-    out["best_of_n"] = {"n": list(ns), "prompts": n_prompts, "samples_per_prompt": n_samples,
-                        **judge_best_of_n(verdicts, constitution, gold_parts, ns)}
-    log(f"best-of-n against the judge: {time.perf_counter() - start:.0f} s")
+    eval_prompts = reviews.prompts(n_eval, seed=50)
+    out["ppo"]["sft"] = policy_aspects(sft, eval_prompts)
+    for name in (f"ai {ppo_mode} x{factor}", f"ai {ppo_mode} without {missing} x{factor}"):
+        start = time.perf_counter()
+        seed_everything(0)
+        policy, history = train_ppo(zoo.load("reviews-sft"), sft, rms[name], reviews.prompts,
+                                    PPOConfig(**ppo_overrides), gold_fn=reviews.gold_reward)
+        out["ppo"][name] = {**policy_aspects(policy, eval_prompts), "history": rl_history_for_meta(history)}
+        log(f"PPO against the RM on {name}: gold {out['ppo'][name]['total']:+.2f}, {missing} "
+            f"{out['ppo'][name][missing]:.2f} (SFT {out['ppo']['sft'][missing]:.2f}); {time.perf_counter() - start:.0f} s")
     return out
 
 
