@@ -127,6 +127,8 @@ def test_a_quick_dpo_frontier_traces_every_run_and_online_dpo():
     assert plain["eval/step"] == [0, 1, 2] and plain["eval/kl"][0] == 0.0 and len(plain["loss"]) == 2
     assert results["runs"]["cdpo beta=0.1 seed=0"]["config"]["label_smoothing"] == results["label_noise_rate"] > 0
     assert len(results["runs"]["online beta=0.1 seed=0"]["rounds"]) == 1
+    bon = results["best_of_n"]
+    assert bon["n"] == [1, 2, 4] and bon["kl_exact"][0] == 0.0 and len(bon["gold_se"]) == 3
 
 
 def test_shipped_dpo_frontier_results():
