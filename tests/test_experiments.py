@@ -127,16 +127,22 @@ def test_a_quick_dpo_frontier_traces_every_run_and_online_dpo():
     assert plain["eval/step"] == [0, 1, 2] and plain["eval/kl"][0] == 0.0 and len(plain["loss"]) == 2
     assert results["runs"]["cdpo beta=0.1 seed=0"]["config"]["label_smoothing"] == results["label_noise_rate"] > 0
     assert len(results["runs"]["online beta=0.1 seed=0"]["rounds"]) == 1
+    bon = results["best_of_n"]
+    assert bon["n"] == [1, 2, 4] and bon["kl_exact"][0] == 0.0 and len(bon["gold_se"]) == 3
 
 
 def test_shipped_dpo_frontier_results():
     results = zoo.load_results("dpo_frontier")
     runs = results["runs"]
-    assert {f"dpo beta={b} seed=0" for b in (0.05, 0.1, 0.5)} <= set(runs)
+    assert len(results["betas"]) >= 3 and len(results["seeds"]) >= 3
+    assert {f"dpo beta={b} seed={s}" for b in results["betas"] for s in results["seeds"]} <= set(runs)
     for name, run in runs.items():
         if "eval/gold" in run:   # every offline run starts at the SFT policy and moves away from it
-            assert run["eval/kl"][0] == 0.0 and run["eval/kl"][-1] > 0.5, name
-    assert [r["labels"] for r in runs["online beta=0.1 seed=0"]["rounds"]] == [256, 512, 768]
+            assert run["eval/kl"][0] == 0.0 and run["eval/kl"][-1] > 0.2, name
+    settings, rounds = results["settings"], runs["online beta=0.1 seed=0"]["rounds"]
+    assert rounds[-1]["labels"] == settings["steps"] * settings["batch_size"]     # as many labels as one offline run
+    bon = results["best_of_n"]
+    assert bon["kl_exact"] == sorted(bon["kl_exact"]) and all(se > 0 for se in bon["gold_se"])
 
 
 @pytest.mark.slow

@@ -354,22 +354,41 @@ def _dpo_run(history: dict) -> dict:
     return {k: [round(float(x), 4) for x in v] for k, v in history.items() if k != "config"}
 
 
-def dpo_frontier(betas=(0.05, 0.1, 0.5), seeds=(0,), steps: int = 48, batch_size: int = 16,
-                 learning_rate: float = 2.5e-4, eval_every: int = 12, n_eval: int = 128, online_rounds: int = 3,
-                 quick: bool = False, log=print) -> dict:
-    """DPO from reviews-sft on the 4000 reviews-pairs (notebook 13), every run evaluated along the way
-    (gold reward and KL(pi || pi_ref) on n_eval held-out prompts, dpo.gold_and_kl):
+def best_of_n_with_errors(proxy: torch.Tensor, gold: torch.Tensor, ns) -> dict:
+    """Best-of-n per prompt from pools (P, M) of proxy and gold rewards, for each n in ns: the expected gold of
+    the best-by-proxy of n (expected_best_of_n over each pool) as a mean over prompts with its standard error
+    over prompts, and the KL of best-of-n to the sampling policy, exact over each pool (ties merged; mean over
+    prompts) and by log n - (n - 1)/n."""
+    curve = {"n": list(ns), "kl_exact": [], "kl_formula": [], "gold": [], "gold_se": []}
+    for n in ns:
+        per_prompt = expected_best_of_n(proxy, gold, n)                      # (P,)
+        curve["kl_exact"].append(float(torch.stack([kl_best_of_n_exact(row, n) for row in proxy]).mean()))
+        curve["kl_formula"].append(kl_best_of_n_analytic(n))
+        curve["gold"].append(float(per_prompt.mean()))
+        curve["gold_se"].append(float(per_prompt.std() / len(per_prompt) ** 0.5))
+    return {k: [round(x, 4) for x in v] for k, v in curve.items()}
 
-    - "frontier": plain DPO for each beta and seed (long, fast runs, so that they travel far in KL);
+
+def dpo_frontier(betas=(0.05, 0.1, 1.0), seeds=(0, 1, 2), steps: int = 125, batch_size: int = 32,
+                 learning_rate: float = 5e-5, eval_every: int = 25, n_eval: int = 128, online_rounds: int = 5,
+                 bon_samples: int = 64, quick: bool = False, log=print) -> dict:
+    """DPO from reviews-sft on the 4000 reviews-pairs (notebook 13), every run evaluated along the way
+    (gold reward and KL(pi || pi_ref) on n_eval held-out prompts, dpo.gold_and_kl), and best-of-n on the
+    same prompts for comparison:
+
+    - "frontier": plain DPO for each beta and seed, at DPOConfig's defaults otherwise (one epoch of the pairs,
+      as the zoo's reviews-dpo, which is the beta 0.1 seed 0 run);
     - "rpo": beta 0.1 with an SFT term (rpo_alpha 1): does the chosen log-prob still fall?
     - "cdpo": beta 0.1 with label_smoothing at the labels' known flip rate (dpo.label_noise_rate);
     - "online": online_rounds rounds of pairs sampled from the current policy and labelled by the noisy gold
       human, one epoch of steps // online_rounds steps per round: as many labels (steps * batch_size) and steps
-      as the offline beta 0.1 run, which sees each of its steps * batch_size shipped pairs once.
+      as the offline beta 0.1 run, which sees each of its steps * batch_size shipped pairs once;
+    - "best_of_n": bon_samples reviews-sft samples per eval prompt, picked by reviews-rm (trained on the same
+      pairs): expected gold of best-of-n with its standard error over prompts, and its exact pool KL.
     The reference's log-probs of the shipped pairs are computed once for all runs."""
     sft, pairs = zoo.load("reviews-sft"), zoo.load_pairs("reviews-pairs")["train"]
     if quick:
-        betas, seeds, steps, batch_size, eval_every, n_eval, online_rounds = (0.1,), (0,), 2, 4, 1, 4, 1
+        betas, seeds, steps, batch_size, eval_every, n_eval, online_rounds, bon_samples = (0.1,), (0,), 2, 4, 1, 4, 1, 4
         pairs = pairs[:16]
     eval_prompts = reviews.prompts(n_eval, seed=50)
     start = time.perf_counter()
@@ -378,9 +397,9 @@ def dpo_frontier(betas=(0.05, 0.1, 0.5), seeds=(0,), steps: int = 48, batch_size
     base = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, eval_every=eval_every)
     noise = label_noise_rate(pairs, DEFAULT_TEMPERATURE)
     out = {"command": "python -m minirlhf experiments dpo-frontier" + " --quick" * quick, "settings": base,
-           "eval_prompts": n_eval, "label_noise_rate": round(noise, 4), "kl_estimator":
-           "mean over held-out prompts of the summed log pi(y|x) - log pi_ref(y|x), y ~ pi at temperature 1, "
-           "64 new tokens (PPO's logged kl)", "runs": {}}
+           "betas": list(betas), "seeds": list(seeds), "eval_prompts": n_eval, "label_noise_rate": round(noise, 4),
+           "kl_estimator": "mean over held-out prompts of the summed log pi(y|x) - log pi_ref(y|x), y ~ pi at "
+           "temperature 1, 64 new tokens (PPO's logged kl)", "runs": {}}
 
     def run(name: str, config: DPOConfig, run_pairs: list[dict]) -> None:
         t = time.perf_counter()
@@ -410,6 +429,21 @@ def dpo_frontier(betas=(0.05, 0.1, 0.5), seeds=(0,), steps: int = 48, batch_size
         **_dpo_run(online["steps"])}
     log(f"online: {len(online['rounds'])} rounds of {per_round} labels, final gold "
         f"{online['rounds'][-1]['gold']:+.2f} at KL {online['rounds'][-1]['kl']:.1f}; {time.perf_counter() - t:.0f} s")
+
+    t = time.perf_counter()
+    # the pool is sampled on the DPO runs' own eval prompts, with their token budget, so that the methods differ
+    # only in how they pick a response
+    responses, _ = sample_pool(sft, eval_prompts, bon_samples, seed=60, max_new_tokens=64)
+    flat_prompts = [p for p in eval_prompts for _ in range(bon_samples)]
+    flat = [r for row in responses for r in row]
+    gold = torch.tensor([reviews.gold_reward(p, r) for p, r in zip(flat_prompts, flat)]).view(n_eval, -1)
+    proxy = score(zoo.load("reviews-rm"), flat_prompts, flat).view(n_eval, -1)
+    ns = [2 ** k for k in range(bon_samples.bit_length()) if 2 ** k <= bon_samples]
+    out["best_of_n"] = {"prompts": n_eval, "samples_per_prompt": bon_samples, "reward_model": "reviews-rm",
+                        **best_of_n_with_errors(proxy, gold, ns)}
+    bon = out["best_of_n"]
+    log(f"best-of-n: gold {bon['gold'][0]:+.2f} -> {bon['gold'][-1]:+.2f} +/- {bon['gold_se'][-1]:.2f} at KL "
+        f"{bon['kl_exact'][-1]:.2f} (n = {ns[-1]}); {time.perf_counter() - t:.0f} s")
     return out
 
 
