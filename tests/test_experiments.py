@@ -153,10 +153,12 @@ def test_a_quick_rlaif_run_trains_every_reward_model_and_ppo_with_and_without_a_
     assert results["reward_models"]["ai sum x2"]["pairs"] == 32
     assert all(0 <= row["gold_order_accuracy"] <= 1 for row in results["reward_models"].values())
     assert set(results["labels"]) == {"human", "ai sample", "ai sum", "ai sum without grammar"}
-    assert set(results["ppo"]) == {"sft", "ai sum x2", "ai sum without grammar x2"}
-    for name, run in results["ppo"].items():
-        assert 0 <= run["off_topic"] <= 1 and run["grammar"] >= 0 and len(run["samples"]) == 3, name
-        if name != "sft":
-            assert len(run["history"]["gold"]) == 2, name
+    assert set(results["ppo"]) == {"0.3", "0.03"}
+    assert 0 <= results["sft_policy"]["off_topic"] <= 1 and len(results["sft_policy"]["samples"]) == 3
+    for beta, runs in results["ppo"].items():
+        assert set(runs) == {"ai sum x2", "ai sum without grammar x2"}
+        for name, run in runs.items():
+            assert 0 <= run["off_topic"] <= 1 and run["grammar"] >= 0 and len(run["samples"]) == 3, name
+            assert len(run["history"]["gold"]) == 2 and run["history"]["beta"][0] == float(beta), name
     with pytest.raises(ValueError, match="no principle about 'politeness'"):
         experiments.rlaif(quick=True, missing="politeness", log=lambda line: None)

@@ -457,8 +457,8 @@ def policy_aspects(policy: GPT, prompts: list[str], seed: int = 0) -> dict:
     return {**out, "samples": [{"prompt": s.prompt, "response": s.response} for s in drawn[:3]]}
 
 
-def rlaif(n_human: int = 400, factor: int = 10, missing: str = "grammar", ppo_mode: str = "sum", n_eval: int = 128,
-          quick: bool = False, log=print) -> dict:
+def rlaif(n_human: int = 400, factor: int = 10, missing: str = "grammar", ppo_mode: str = "sum", ppo_betas=(0.3, 0.03),
+          n_eval: int = 128, quick: bool = False, log=print) -> dict:
     """RLAIF with the zoo's judge and the shipped constitution (notebook 14).
 
     1. The judge labels the first n_human * factor training pairs of reviews-pairs under every principle, both
@@ -468,8 +468,10 @@ def rlaif(n_human: int = 400, factor: int = 10, missing: str = "grammar", ppo_mo
     2. Reward models (the zoo's reviews-rm recipe, experiments.train_rm) on n_human human labels, on
        n_human * factor of them, and on AI labels at both counts; all scored on the 1000 human test pairs.
     3. PPO (PPOConfig defaults) from reviews-sft against the reward model on the full constitution's labels
-       and on the labels of the constitution without `missing` (both combined by ppo_mode, at the larger count): the gold reward and every gold aspect of each
-       final policy on n_eval held-out prompts (policy_aspects): is the aspect nobody asked about exploited?"""
+       and on the labels of the constitution without `missing` (both combined by ppo_mode, at the larger count),
+       at each KL coefficient in ppo_betas (PPOConfig's 0.3, and notebook 11's loose 0.03): the gold reward and
+       every gold aspect of each final policy on n_eval held-out prompts (policy_aspects), out["ppo"][beta][name]
+       (and the SFT policy's, out["sft_policy"]): is the aspect nobody asked about exploited?"""
     pairs, sft, judge = zoo.load_pairs("reviews-pairs"), zoo.load("reviews-sft"), zoo.load("reviews-judge")
     constitution = judges.read_constitution()
     ppo_overrides = {}
@@ -514,15 +516,17 @@ def rlaif(n_human: int = 400, factor: int = 10, missing: str = "grammar", ppo_mo
             f"{time.perf_counter() - start:.0f} s")
 
     eval_prompts = reviews.prompts(n_eval, seed=50)
-    out["ppo"]["sft"] = policy_aspects(sft, eval_prompts)
-    for name in (f"ai {ppo_mode} x{factor}", f"ai {ppo_mode} without {missing} x{factor}"):
-        start = time.perf_counter()
-        seed_everything(0)
-        policy, history = train_ppo(zoo.load("reviews-sft"), sft, rms[name], reviews.prompts,
-                                    PPOConfig(**ppo_overrides), gold_fn=reviews.gold_reward)
-        out["ppo"][name] = {**policy_aspects(policy, eval_prompts), "history": rl_history_for_meta(history)}
-        log(f"PPO against the RM on {name}: gold {out['ppo'][name]['total']:+.2f}, {missing} "
-            f"{out['ppo'][name][missing]:.2f} (SFT {out['ppo']['sft'][missing]:.2f}); {time.perf_counter() - start:.0f} s")
+    out["sft_policy"] = policy_aspects(sft, eval_prompts)
+    for beta in ppo_betas:
+        runs = out["ppo"][str(beta)] = {}
+        for name in (f"ai {ppo_mode} x{factor}", f"ai {ppo_mode} without {missing} x{factor}"):
+            start = time.perf_counter()
+            seed_everything(0)
+            policy, history = train_ppo(zoo.load("reviews-sft"), sft, rms[name], reviews.prompts,
+                                        PPOConfig(beta=beta, **ppo_overrides), gold_fn=reviews.gold_reward)
+            runs[name] = {**policy_aspects(policy, eval_prompts), "history": rl_history_for_meta(history)}
+            log(f"PPO (beta {beta}) against the RM on {name}: gold {runs[name]['total']:+.2f}, {missing} "
+                f"{runs[name][missing]:.2f} (SFT {out['sft_policy'][missing]:.2f}); {time.perf_counter() - start:.0f} s")
     return out
 
 
