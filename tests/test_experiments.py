@@ -78,6 +78,11 @@ def test_best_of_n_curve_starts_at_zero_rises_in_proxy_and_bounds_the_kl():
     assert all(e <= f + 1e-4 for e, f in zip(curve["kl_exact"], curve["kl_formula"]))
     # n = pool size: always the pool's best
     assert curve["proxy_gain"][-1] == pytest.approx(float(proxy.max(1).values.mean() - proxy.mean()), abs=1e-4)
+    # the expected gold itself, and its standard error over the 5 prompts
+    per_prompt = torch.stack([row_g[row_p.argmax()] for row_p, row_g in zip(proxy, gold)])
+    assert curve["gold"][-1] == pytest.approx(float(per_prompt.mean()), abs=1e-4)
+    assert curve["gold_se"][-1] == pytest.approx(float(per_prompt.std() / 5 ** 0.5), abs=1e-4)
+    assert curve["gold_gain"][-1] == pytest.approx(curve["gold"][-1] - float(gold.mean()), abs=2e-4)
 
 
 @pytest.mark.slow

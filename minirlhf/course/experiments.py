@@ -137,15 +137,19 @@ def train_rm(n_pairs: int, pairs: dict | None = None, sft: GPT | None = None, st
 
 def best_of_n_curve(proxy: torch.Tensor, gold: torch.Tensor, ns) -> dict:
     """Best-of-n for each n in ns, from pools (P, M) of proxy and gold rewards (M >= max(ns) samples of each
-    of P prompts): the unbiased expected proxy and gold of the best-by-proxy of n, minus their n = 1 values,
-    and the KL of best-of-n to the sampling policy, exact over each pool (ties merged) and by log n - (n-1)/n."""
+    of P prompts): the unbiased expected proxy and gold of the best-by-proxy of n, minus their n = 1 values;
+    the expected gold itself as a mean over prompts, with its standard error over prompts; and the KL of
+    best-of-n to the sampling policy, exact over each pool (ties merged) and by log n - (n-1)/n."""
     base_proxy, base_gold = proxy.double().mean(), gold.double().mean()
-    curve = {"n": list(ns), "kl_exact": [], "kl_formula": [], "proxy_gain": [], "gold_gain": []}
+    curve = {"n": list(ns), "kl_exact": [], "kl_formula": [], "proxy_gain": [], "gold_gain": [], "gold": [], "gold_se": []}
     for n in ns:
+        gold_per_prompt = expected_best_of_n(proxy, gold, n).double()                      # (P,)
         curve["kl_exact"].append(float(torch.stack([kl_best_of_n_exact(row, n) for row in proxy]).mean()))
         curve["kl_formula"].append(kl_best_of_n_analytic(n))
         curve["proxy_gain"].append(float(expected_best_of_n(proxy, proxy, n).mean() - base_proxy))
-        curve["gold_gain"].append(float(expected_best_of_n(proxy, gold, n).mean() - base_gold))
+        curve["gold_gain"].append(float(gold_per_prompt.mean() - base_gold))
+        curve["gold"].append(float(gold_per_prompt.mean()))
+        curve["gold_se"].append(float(gold_per_prompt.std() / len(gold_per_prompt) ** 0.5))
     return {k: [round(x, 4) for x in v] for k, v in curve.items()}
 
 
@@ -354,21 +358,6 @@ def _dpo_run(history: dict) -> dict:
     return {k: [round(float(x), 4) for x in v] for k, v in history.items() if k != "config"}
 
 
-def best_of_n_with_errors(proxy: torch.Tensor, gold: torch.Tensor, ns) -> dict:
-    """Best-of-n per prompt from pools (P, M) of proxy and gold rewards, for each n in ns: the expected gold of
-    the best-by-proxy of n (expected_best_of_n over each pool) as a mean over prompts with its standard error
-    over prompts, and the KL of best-of-n to the sampling policy, exact over each pool (ties merged; mean over
-    prompts) and by log n - (n - 1)/n."""
-    curve = {"n": list(ns), "kl_exact": [], "kl_formula": [], "gold": [], "gold_se": []}
-    for n in ns:
-        per_prompt = expected_best_of_n(proxy, gold, n)                      # (P,)
-        curve["kl_exact"].append(float(torch.stack([kl_best_of_n_exact(row, n) for row in proxy]).mean()))
-        curve["kl_formula"].append(kl_best_of_n_analytic(n))
-        curve["gold"].append(float(per_prompt.mean()))
-        curve["gold_se"].append(float(per_prompt.std() / len(per_prompt) ** 0.5))
-    return {k: [round(x, 4) for x in v] for k, v in curve.items()}
-
-
 def dpo_frontier(betas=(0.05, 0.1, 1.0), seeds=(0, 1, 2), steps: int = 125, batch_size: int = 32,
                  learning_rate: float = 5e-5, eval_every: int = 25, n_eval: int = 128, online_rounds: int = 5,
                  bon_samples: int = 64, quick: bool = False, log=print) -> dict:
@@ -440,7 +429,8 @@ def dpo_frontier(betas=(0.05, 0.1, 1.0), seeds=(0, 1, 2), steps: int = 125, batc
     proxy = score(zoo.load("reviews-rm"), flat_prompts, flat).view(n_eval, -1)
     ns = [2 ** k for k in range(bon_samples.bit_length()) if 2 ** k <= bon_samples]
     out["best_of_n"] = {"prompts": n_eval, "samples_per_prompt": bon_samples, "reward_model": "reviews-rm",
-                        **best_of_n_with_errors(proxy, gold, ns)}
+                        **{k: v for k, v in best_of_n_curve(proxy, gold, ns).items()
+                           if k in ("n", "kl_exact", "kl_formula", "gold", "gold_se")}}
     bon = out["best_of_n"]
     log(f"best-of-n: gold {bon['gold'][0]:+.2f} -> {bon['gold'][-1]:+.2f} +/- {bon['gold_se'][-1]:.2f} at KL "
         f"{bon['kl_exact'][-1]:.2f} (n = {ns[-1]}); {time.perf_counter() - t:.0f} s")
