@@ -45,22 +45,27 @@ def arithmetic_accuracy(model, prompt_texts: list[str], *, raw: bool = False) ->
 
 
 def tool_use_accuracy(model, prompt_texts: list[str], *, use_tool: bool = True,
-                      max_new_tokens: int = TOOL_MAX_NEW_TOKENS, batch_size: int = 256) -> dict[str, dict[str, float]]:
+                      max_new_tokens: int = TOOL_MAX_NEW_TOKENS, batch_size: int = 256,
+                      temperature: float | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
     """Greedy accuracy and call rate on tool_arithmetic prompts, overall and for sums and products apart:
     {"all" | "sums" | "products": {"accuracy", "call_rate", "n"}}; call_rate = the share of responses with a call.
+    temperature: sample at this temperature (seeded by seed) instead of greedy, e.g. 1.0 for what RL samples.
 
     use_tool=False samples with plain `generate`: the model alone, which must write a call's result itself
     (calls then count the closing tags it wrote). max_new_tokens is cut to what the model's context allows.
     """
     longest = max(len(TOKENIZER.encode(p, bos=True)) for p in prompt_texts)
     max_new_tokens = min(max_new_tokens, model.config.context_length - longest)
+    greedy = temperature is None
+    mode = {"greedy": True} if greedy else {"temperature": temperature}
+    generator = None if greedy else torch.Generator().manual_seed(seed)
     responses, calls = [], []
     for i in range(0, len(prompt_texts), batch_size):
         chunk = prompt_texts[i:i + batch_size]
         if use_tool:
-            texts, counts = sample_text_with_tools(model, chunk, max_new_tokens, greedy=True)
+            texts, counts = sample_text_with_tools(model, chunk, max_new_tokens, generator=generator, **mode)
         else:
-            texts = [s.response for s in sample(model, chunk, max_new_tokens=max_new_tokens, greedy=True)]
+            texts = [s.response for s in sample(model, chunk, max_new_tokens=max_new_tokens, seed=seed, **mode)]
             counts = [tool_arithmetic.parse_response(t)[1] for t in texts]
         responses += texts
         calls += counts

@@ -33,9 +33,11 @@ from .model import GPT
 from .rl import check_finite, progress_bar
 from .sampling import prompt_source
 from .tokenizer import TOKENIZER
+from .tools import generate_with_tools
 from .train import make_optimizer, optimizer_step
 
 RewardFn = Callable[[str, str], float]
+Tool = Callable[[str], str]
 
 
 @dataclass
@@ -146,21 +148,32 @@ def merge_groups(parts: list[tuple[GroupRollout, torch.Tensor]]) -> GroupRollout
 
 @torch.no_grad()
 def group_rollout(policy: GPT, prompts: list[str], reward_fn: RewardFn, num_generations: int,
-                  max_completion_length: int, temperature: float,
-                  generator: torch.Generator) -> tuple[GroupRollout, float, float]:
+                  max_completion_length: int, temperature: float, generator: torch.Generator,
+                  tool: Tool | None = None, mask_tool_output: bool = True) -> tuple[GroupRollout, float, float]:
     """Sample num_generations responses to each prompt and score each with reward_fn(prompt, response).
-    Returns (rollout, t_generate, t_score), the two timings in seconds."""
+
+    With a tool (tools.generate_with_tools; e.g. calculator.tool_output), a row that closes a call gets the
+    tool's output written into it; the responses passed to reward_fn contain it, and loss_mask leaves it out
+    (the policy did not sample it) unless mask_tool_output is False, the bug notebook 16 reproduces.
+    `generation.tool_calls` then holds each row's number of calls. Returns (rollout, t_generate, t_score),
+    the two timings in seconds."""
     start = time.perf_counter()
     repeated = [p for p in prompts for _ in range(num_generations)]
-    gen = generate(policy, [TOKENIZER.encode(p, bos=True) for p in repeated], max_completion_length,
-                   temperature=temperature, generator=generator)
+    ids = [TOKENIZER.encode(p, bos=True) for p in repeated]
+    if tool is None:
+        gen = generate(policy, ids, max_completion_length, temperature=temperature, generator=generator)
+        loss_mask = gen.response_mask.clone()
+    else:
+        gen = generate_with_tools(policy, ids, max_completion_length, tool, temperature=temperature,
+                                  generator=generator)
+        loss_mask = (gen.response_loss_mask if mask_tool_output else gen.response_mask).clone()
     texts = [TOKENIZER.decode(r) for r in gen.responses]
     t_generate = time.perf_counter() - start
     start = time.perf_counter()
     rewards = torch.tensor([float(reward_fn(p, t)) for p, t in zip(repeated, texts)]).view(len(prompts), num_generations)
     if not torch.isfinite(rewards).all():
         raise FloatingPointError("reward_fn returned NaN or inf; it must return a finite float for every response")
-    rollout = GroupRollout(repeated, texts, gen, rewards.to(gen.tokens.device), gen.response_mask.clone())
+    rollout = GroupRollout(repeated, texts, gen, rewards.to(gen.tokens.device), loss_mask)
     return rollout, t_generate, time.perf_counter() - start
 
 
@@ -205,6 +218,7 @@ def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, batch: GroupRollo
 # ---------------------------------------------------------------- the loop
 def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig | None = None, *,
                reference: GPT | None = None, eval_fn: Callable[[GPT], float] | None = None, eval_every: int = 10,
+               tool: Tool | None = None, mask_tool_output: bool = True,
                progress: str | None = None) -> tuple[GPT, dict]:
     """Fine-tune `policy` in place with GRPO (or Dr. GRPO, RLOO, DAPO's pieces: see GRPOConfig) on reward_fn.
 
@@ -212,11 +226,13 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig | N
     tasks.arithmetic.prompts. reward_fn(prompt, response) -> float. reference: the frozen model of the KL
     term (beta > 0); by default a copy of the policy at the start. eval_fn(policy) -> float, e.g. greedy
     accuracy on held-out prompts, is called before the first step, every eval_every steps and at the end.
+    tool(response so far) -> text: sample with a tool (see group_rollout; max_completion_length must leave
+    room for the calls and their outputs); mask_tool_output=False trains on the tool's output too (a bug).
 
     Returns (policy, history). Per step: reward (mean over the step's fresh samples), accuracy (share with
     reward >= success_reward), reward_std (mean within-group std), frac_reward_zero_std (share of groups whose
     rewards are all equal: they give no gradient), completion_length (mean tokens), loss, clip_ratio,
-    entropy, kl (k3 per token, if beta > 0), groups_used (groups in the update), samples_seen (responses
+    entropy, kl (k3 per token, if beta > 0), tool_calls (mean calls per response, with a tool), groups_used (groups in the update), samples_seen (responses
     sampled so far, dynamic sampling's extra rounds included), t_generate / t_score / t_update (seconds).
     With eval_fn: eval and eval_samples_seen (one entry per evaluation). Plus samples and config.
     """
@@ -240,7 +256,8 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig | N
     def sample_groups(times: dict) -> GroupRollout:
         nonlocal samples_seen, draws
         out, t_generate, t_score = group_rollout(policy, next_prompts(draws), reward_fn, config.num_generations,
-                                                 config.max_completion_length, config.temperature, generator)
+                                                 config.max_completion_length, config.temperature, generator,
+                                                 tool, mask_tool_output)
         draws += 1
         samples_seen += len(out.texts)
         times["t_generate"] += t_generate
@@ -269,6 +286,8 @@ def train_grpo(policy: GPT, prompts, reward_fn: RewardFn, config: GRPOConfig | N
                    "frac_reward_zero_std": float(zero.float().mean()),
                    "completion_length": float(r.generation.response_mask.sum(1).float().mean()),
                    "samples_seen": samples_seen, **times}
+        if tool is not None:
+            metrics["tool_calls"] = float(r.generation.tool_calls.float().mean())
         start = time.perf_counter()
         if batch is not None:
             metrics.update(grpo_update(policy, optimizer, batch, config, reference, step))

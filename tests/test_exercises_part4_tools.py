@@ -62,3 +62,91 @@ def test_the_cases_hold_what_they_claim():
     texts = [TOKENIZER.decode(row[P:]) for row in tokens]
     assert texts == ["<calc>7*8</calc>56\n<calc>56+1</calc>57\n57", "11", "6</calc>err\nx"]
     assert not attention[1, :P - len("q: 5+6\na: ") - 1].any() and not attention[1, P + 3:].any()
+
+
+# ---------------------------------------------------------------- the calculator
+def tokens_calculate(expression):          # right, written differently: a token list and an index, no Fractions
+    import re
+    text = expression.replace(" ", "")
+    if len(expression) > 32 or not text or re.search(r"[^0-9+*()-]", text):
+        return "err"
+    toks, pos = re.findall(r"\d+|[+*()-]", text), [0]
+
+    def peek():
+        return toks[pos[0]] if pos[0] < len(toks) else None
+
+    def take():
+        pos[0] += 1
+        return toks[pos[0] - 1]
+
+    def small(v):
+        if abs(v) >= 10 ** 12:
+            raise ValueError
+        return v
+
+    def factor():
+        t = take() if peek() is not None else None
+        if t == "-":
+            return small(-factor())
+        if t == "(":
+            v = expr()
+            if take() != ")":
+                raise ValueError
+            return v
+        if t is None or not t.isdigit() or len(t) > 6:
+            raise ValueError
+        return int(t)
+
+    def term():
+        v = factor()
+        while peek() == "*":
+            take()
+            v = small(v * factor())
+        return v
+
+    def expr():
+        v = term()
+        while peek() in ("+", "-"):
+            v = small(v + term() if take() == "+" else v - term())
+        return v
+
+    try:
+        v = expr()
+        return str(v) if pos[0] == len(toks) else "err"
+    except (ValueError, IndexError):
+        return "err"
+
+
+def eval_calculate(expression):            # wrong: eval (without builtins, on the check's fixed strings only)
+    try:
+        return str(eval(expression, {"__builtins__": {}}))
+    except Exception:
+        return "err"
+
+
+def test_calculate_check(capsys):
+    from minirlhf.calculator import calculate
+    from minirlhf.exercises.part4_tools import _left_to_right, _right_to_left
+
+    def checked(fn):                        # the limits and the refusals right, the arithmetic wrong
+        return lambda e: "err" if tokens_calculate(e) == "err" else fn(e)
+
+    def unlimited(e):
+        text = e.replace(" ", "")
+        return str(int(text)) if text.isdigit() else tokens_calculate(e)
+
+    def raises_on_bad_input(e):
+        out = tokens_calculate(e)
+        if out == "err":
+            raise SyntaxError("bad expression")
+        return out
+
+    wrongs = [
+        (eval_calculate, "never hand model text to eval"),
+        (checked(_left_to_right), "bind tighter"),
+        (checked(_right_to_left), "left-associative"),
+        (lambda e: int(tokens_calculate(e)) if tokens_calculate(e) != "err" else "err", "expected text"),
+        (raises_on_bad_input, "must never raise"),
+        (unlimited, "too large"),
+    ]
+    assert_check_behaves(ex.check_calculate, [calculate, tokens_calculate], wrongs, capsys)

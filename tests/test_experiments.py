@@ -167,3 +167,24 @@ def test_a_quick_rlaif_run_trains_every_reward_model_and_ppo_with_and_without_a_
             assert len(run["history"]["gold"]) == 2 and run["history"]["beta"][0] == float(beta), name
     with pytest.raises(ValueError, match="no principle about 'politeness'"):
         experiments.rlaif(quick=True, missing="politeness", log=lambda line: None)
+
+
+def test_tool_buckets_are_the_kinds_they_say_and_bucket_of_agrees():
+    buckets = experiments.tool_buckets(30, seed=1)
+    assert {name: len(prompts) for name, prompts in buckets.items()} == {
+        "products": 30, "one-digit sums": 30, "two-digit sums": 30}
+    for name, prompts in buckets.items():
+        assert {experiments.bucket_of(p) for p in prompts} == {name}
+
+
+@pytest.mark.slow
+def test_a_quick_tool_rl_run_reports_every_bucket_before_and_after_and_the_unmasked_run():
+    results = experiments.tool_rl(quick=True, log=lambda line: None)
+    assert set(results["runs"]) == {"c = 0.05", "c = 0.5", "c = 0.05, tool output not masked"}
+    keys = {"greedy_accuracy", "greedy_call_rate", "accuracy", "call_rate", "p_alone", "q_call", "tool_output_logprob", "n"}
+    for report in [results["sft"]] + [run["after"] for run in results["runs"].values()]:
+        assert set(report) == {"products", "one-digit sums", "two-digit sums"}
+        assert all(set(row) == keys and 0 <= row["q_call"] <= 1 and row["tool_output_logprob"] < 0 for row in report.values())
+    assert results["sft"]["products"]["q_call"] > 0.9 and results["sft"]["products"]["p_alone"] < 0.1
+    for run in results["runs"].values():
+        assert len(run["by_bucket"]["products"]["call_rate"]) == len(run["reward"]) == 2

@@ -156,3 +156,15 @@ def test_the_judge_recipe_stretches_the_context_and_records_its_held_out_accurac
     assert judge.config.context_length == 320
     torch.testing.assert_close(judge.pos_emb.weight[:160], base.pos_emb.weight, atol=0.05, rtol=0)   # 2 small steps
     assert 0 <= manifest["reviews-judge"]["test"]["human_label_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_shipped_tool_grpo_calls_where_a_call_pays_and_beats_its_sft():
+    """c = 0.05: calling pays on two-digit sums (a call right 0.99 of the time against 0.62 alone at T = 1)."""
+    from minirlhf.course.experiments import tool_buckets
+    from minirlhf.evaluate import tool_use_accuracy
+
+    sums = tool_buckets(100, seed=50)["two-digit sums"]
+    rl, sft = (tool_use_accuracy(zoo.load(name), sums)["all"] for name in ("arithmetic-tool-grpo", "arithmetic-tool-sft"))
+    assert rl["call_rate"] > 0.9 > 0.1 > sft["call_rate"]
+    assert rl["accuracy"] > sft["accuracy"] + 0.08 and rl["accuracy"] > 0.95

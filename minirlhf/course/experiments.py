@@ -9,6 +9,8 @@
                                                       # online vs offline DPO (~10 min)
     python -m minirlhf experiments rlaif              # reward models on AI vs human labels; PPO against them,
                                                       # with and without one principle (~20 min)
+    python -m minirlhf experiments tool-rl            # GRPO with a calculator at two call costs, and without
+                                                      # the tool-output mask (~5 min)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -27,21 +29,25 @@ import torch
 from .. import judge as judges
 from .. import zoo
 from ..best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_exact, sample_pool
-from ..evaluate import arithmetic_accuracy, correct_counts, pass_at_k
+from ..calculator import CALL_CLOSE, CALL_OPEN, tool_output
+from ..evaluate import TOOL_MAX_NEW_TOKENS, arithmetic_accuracy, correct_counts, pass_at_k, tool_use_accuracy
 from ..grpo import GRPOConfig, VerifierReward, train_grpo
 from ..dpo import DPOConfig, label_noise_rate, online_dpo, train_dpo, with_reference_logprobs
 from ..model import GPT, GPTConfig
 from ..online import iterated_rlhf
 from ..ppo import ActorCritic, PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
-from ..reward import RewardModel, evaluate_reward_model, score, train_reward_model
+from ..logprobs import sequence_logprobs
+from ..reward import RewardModel, encode_responses, evaluate_reward_model, score, train_reward_model
 from ..rl import rl_history_for_meta
 from ..sampling import sample
-from ..tasks import arithmetic, reviews
+from ..tasks import arithmetic, reviews, tool_arithmetic
+from ..tokenizer import TOKENIZER
+from ..tools import sample_text_with_tools, tool_loss_mask
 from ..train import sft
 from ..utils import seed_everything
 from ..zoo import RESULTS_DIR, atomic_write_bytes
-from .recipes import run_recipe
+from .recipes import TOOL_GRPO, run_recipe, tool_grpo
 
 
 def truncated_policy(gpt: GPT, n_layers: int) -> GPT:
@@ -520,11 +526,102 @@ def rlaif(n_human: int = 400, factor: int = 10, missing: str = "grammar", ppo_mo
     return out
 
 
+# ---------------------------------------------------------------- tool use (notebook 16)
+def tool_buckets(n: int, seed: int = 0) -> dict[str, list[str]]:
+    """n tool_arithmetic prompts of each kind: two-digit products, sums with a one-digit operand (where the
+    model alone is weakest), sums of two two-digit numbers."""
+    sums = tool_arithmetic.prompts(8 * n, seed=seed, product_share=0.0)
+    one = [p for p in sums if min(tool_arithmetic.parse_prompt(p).a, tool_arithmetic.parse_prompt(p).b) < 10]
+    two = [p for p in sums if min(tool_arithmetic.parse_prompt(p).a, tool_arithmetic.parse_prompt(p).b) >= 10]
+    return {"products": tool_arithmetic.prompts(n, seed=seed + 1, product_share=1.0),
+            "one-digit sums": one[:n], "two-digit sums": two[:n]}
+
+
+def bucket_of(prompt: str) -> str:
+    problem = tool_arithmetic.parse_prompt(prompt)
+    return "products" if problem.op == "*" else "one-digit sums" if min(problem.a, problem.b) < 10 else "two-digit sums"
+
+
+@torch.no_grad()
+def tool_output_logprob(model: GPT, prompts: list[str]) -> float:
+    """Mean log pi per token of the calculator's output in the demonstrations that call it (teacher-forced):
+    how well the model itself predicts the results it reads. Masked training should leave it alone."""
+    responses = [tool_arithmetic.demonstration(tool_arithmetic.parse_prompt(p), call=True) for p in prompts]
+    tokens, attention = encode_responses(prompts, responses)
+    starts = torch.tensor([len(TOKENIZER.encode(p, bos=True)) for p in prompts])
+    sampled = tool_loss_mask(tokens, attention, starts)
+    after_prompt = torch.arange(tokens.size(1))[None, :] >= starts[:, None]
+    tool = attention & after_prompt & ~sampled
+    return float(sequence_logprobs(model, tokens, tool).sum() / tool.sum())
+
+
+def forced_call_accuracy(model: GPT, prompts: list[str], seed: int = 0) -> float:
+    """q_call: the share right at T = 1 when the response is made to start with CALL_OPEN (the model writes the
+    expression, the calculator answers): what a call is worth to this model, copying mistakes included."""
+    texts, _ = sample_text_with_tools(model, [p + CALL_OPEN for p in prompts], TOOL_MAX_NEW_TOKENS,
+                                      tool=lambda text: tool_output(CALL_OPEN + text), temperature=1.0,
+                                      generator=torch.Generator().manual_seed(seed))
+    return sum(tool_arithmetic.verify(p, CALL_OPEN + t) for p, t in zip(prompts, texts)) / len(prompts)
+
+
+def tool_report(model: GPT, buckets: dict[str, list[str]], samples: int = 2) -> dict:
+    """Per bucket, at T = 1 (samples per prompt): the call rate and accuracy with the tool, p_alone (the model's
+    accuracy with no tool: it writes any result itself) and q_call (forced_call_accuracy), so that calling pays
+    when q_call - c > p_alone; greedy accuracy and call rate with the tool; the tool-output log-prob."""
+    out = {}
+    for name, prompts in buckets.items():
+        greedy = tool_use_accuracy(model, prompts)["all"]
+        sampled = tool_use_accuracy(model, prompts * samples, temperature=1.0)["all"]
+        alone = tool_use_accuracy(model, prompts * samples, temperature=1.0, use_tool=False)["all"]
+        out[name] = {"greedy_accuracy": greedy["accuracy"], "greedy_call_rate": greedy["call_rate"],
+                     "accuracy": sampled["accuracy"], "call_rate": sampled["call_rate"], "p_alone": alone["accuracy"],
+                     "q_call": forced_call_accuracy(model, prompts * samples),
+                     "tool_output_logprob": tool_output_logprob(model, prompts), "n": len(prompts)}
+    return out
+
+
+def per_bucket_curves(history: dict) -> dict:
+    """Call rate and reward per step and bucket, from every training sample kept in history["samples"]."""
+    curves = {name: {"call_rate": [], "reward": []} for name in ("products", "one-digit sums", "two-digit sums")}
+    for step in history["samples"]:
+        for name, curve in curves.items():
+            rows = [s for s in step if bucket_of(s["prompt"]) == name]
+            curve["call_rate"].append(round(sum(CALL_CLOSE in s["response"] for s in rows) / max(len(rows), 1), 4))
+            curve["reward"].append(round(sum(s["reward"] for s in rows) / max(len(rows), 1), 4))
+    return curves
+
+
+def tool_rl(costs=(0.05, 0.5), quick: bool = False, log=print) -> dict:
+    """GRPO with the calculator from arithmetic-tool-sft, reward correct - c * calls (recipes.TOOL_GRPO), for
+    each call cost c with the tool's output masked, and for the first c without the mask (the bug): the call
+    rate and reward per step on products / one-digit sums / two-digit sums (from the training samples), and
+    before/after reports (tool_report) on 200 held-out prompts of each kind."""
+    buckets = tool_buckets(16 if quick else 200, seed=20)
+    overrides = dict(steps=2, prompts_per_step=4) if quick else {}
+    config = {**TOOL_GRPO, **overrides}
+    out = {"command": "python -m minirlhf experiments tool-rl" + " --quick" * quick, "config": config,
+           "sft": tool_report(zoo.load("arithmetic-tool-sft"), buckets), "runs": {}}
+    for cost, masked in [(c, True) for c in costs] + [(costs[0], False)]:
+        name = f"c = {cost}" + ("" if masked else ", tool output not masked")
+        seed_everything(0)
+        start = time.perf_counter()
+        policy, history = tool_grpo(zoo.load("arithmetic-tool-sft"), cost, mask_tool_output=masked, **overrides)
+        keep = ("reward", "accuracy", "tool_calls", "frac_reward_zero_std", "completion_length", "entropy")
+        out["runs"][name] = {"call_cost": cost, "mask_tool_output": masked, "after": tool_report(policy, buckets),
+                             "by_bucket": per_bucket_curves(history),
+                             **{k: [round(x, 4) for x in history[k]] for k in keep}}
+        after = out["runs"][name]["after"]
+        log(f"{name}: T=1 call rate " + ", ".join(f"{b} {out['sft'][b]['call_rate']:.2f} -> {after[b]['call_rate']:.2f}"
+                                                 for b in buckets) + f"; {time.perf_counter() - start:.0f} s")
+    return out
+
+
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
                "online-rlhf": online_rlhf, "dpo-frontier": dpo_frontier,
                "rlaif": rlaif}
 EXPERIMENTS["grpo-compare"] = grpo_compare
 EXPERIMENTS["grpo-capacity"] = grpo_capacity
+EXPERIMENTS["tool-rl"] = tool_rl
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,7 @@ from .. import judge as judges
 from ..dpo import DPOConfig, train_dpo
 from ..evaluate import arithmetic_accuracy
 from ..grpo import GRPOConfig, train_grpo
+from ..calculator import tool_output
 from ..model import GPT, GPTConfig, extend_context
 from ..ppo import PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
@@ -121,6 +122,28 @@ GRPO_ARITHMETIC = dict(steps=60, prompts_per_step=16, num_generations=8, lr=5e-5
                        scale_rewards="group", seed=0)
 
 
+# Tool use (notebook 16): every sampled answer is kept in history["samples"] (n_samples = 16 * 8) so that the
+# call rate can be split by kind of problem. lr 3e-4 with the token-mean loss: with the per-sequence mean
+# ("grpo") a call's ~19 own tokens share one answer's weight, and at lr 1e-4 the call rate on sums barely moved.
+TOOL_GRPO = dict(steps=80, prompts_per_step=16, num_generations=8, max_completion_length=26, lr=3e-4,
+                 loss_type="dapo", scale_rewards="group", seed=0, n_samples=128)
+TOOL_CALL_COST = 0.05
+
+
+def tool_grpo(policy, call_cost: float = TOOL_CALL_COST, mask_tool_output: bool = True, **overrides):
+    """GRPO with the calculator on tool_arithmetic prompts, reward correct - call_cost * calls; a right answer
+    with one call counts as a success. Returns (policy, history)."""
+    config = GRPOConfig(**{**TOOL_GRPO, "success_reward": 1.0 - call_cost, **overrides})
+    return train_grpo(policy, tool_arithmetic.prompts, tool_arithmetic.make_reward(call_cost), config,
+                      tool=tool_output, mask_tool_output=mask_tool_output)
+
+
+def _tool_grpo_arithmetic(policy, inputs, **overrides):
+    """tool_grpo at c = TOOL_CALL_COST; the history without its per-sample records."""
+    _, history = tool_grpo(policy, **overrides)
+    return {k: v for k, v in history.items() if k != "samples"}
+
+
 def _grpo_arithmetic(policy, inputs, **overrides):
     """GRPO from arithmetic-sft on the exact verifier (arithmetic.reward), greedy accuracy on 500 held-out
     problems (arithmetic.prompts(500, seed=4)) every 20 steps."""
@@ -185,6 +208,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            parent="arithmetic-sft", seed=2),
     Recipe("arithmetic-grpo", "arithmetic-sft fine-tuned with GRPO on the exact verifier (recipes.GRPO_ARITHMETIC)",
            ARITHMETIC_CONFIG, _grpo_arithmetic, parent="arithmetic-sft"),
+    Recipe("arithmetic-tool-grpo", "arithmetic-tool-sft fine-tuned with GRPO and the calculator, reward correct - "
+           "0.05 * calls, the tool's output masked (recipes.TOOL_GRPO)", TOOL_CONFIG, _tool_grpo_arithmetic,
+           parent="arithmetic-tool-sft"),
 ]}
 
 

@@ -17,7 +17,8 @@ Types (what `fn` may return, by what the reference returns):
   floating; any float precision will do, as long as the values are close);
 - a Python float: a Python float or int (a numpy.float64 is a float); a 0-d tensor only where the
   check says it is as good downstream (`scalar_tensor_ok`);
-- a tuple of Python floats: a tuple or list of as many such numbers.
+- a tuple of Python floats: a tuple or list of as many such numbers;
+- a str: a str, equal to it.
 
 Cases come from the check's own torch.Generator, so a check never disturbs the notebook's random state.
 `exercise_summary()` lists what passed and what is left.
@@ -125,6 +126,9 @@ def _number_problem(got, scalar_tensor_ok: bool) -> str | None:
 
 def _type_problem(got, expected, scalar_tensor_ok: bool) -> str | None:
     """Why got's type cannot stand for expected's (see the module docstring), or None if it can."""
+    if isinstance(expected, str):
+        return None if isinstance(got, str) else (f"expected text (a str such as {expected!r}), got {describe(got)}. "
+                                                  f"Return the text itself, e.g. str(value).")
     if isinstance(expected, torch.Tensor):
         return _tensor_problem(got, expected)
     if isinstance(expected, tuple):
@@ -154,6 +158,8 @@ def _values(x) -> torch.Tensor | None:
 
 
 def _close(got, expected, atol: float, rtol: float = 1e-4) -> bool:
+    if isinstance(expected, str):
+        return got == expected
     g, e = _values(got), _values(expected)
     return (g is not None and e is not None and g.shape == e.shape
             and bool(torch.allclose(g, e, atol=atol, rtol=rtol, equal_nan=False)))

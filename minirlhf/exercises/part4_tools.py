@@ -5,11 +5,11 @@ from typing import Callable
 
 import torch
 
-from ..calculator import CALL_CLOSE, tool_output
+from ..calculator import CALL_CLOSE, ERROR, MAX_EXPRESSION_LENGTH, MAX_OPERAND_DIGITS, MAX_RESULT, calculate, tool_output
 from ..generation import left_pad
 from ..tokenizer import EOS_ID, TOKENIZER
 from ..tools import tool_loss_mask
-from .engine import run_check
+from .engine import STATUS, ExerciseError, describe, run_check
 
 
 def _tool_loss_mask(tokens, attention_mask, prompt_length):
@@ -113,3 +113,91 @@ def check_tool_loss_mask(fn: Callable) -> Callable:
     return run_check("tool_loss_mask", fn, _tool_loss_mask, cases, mistakes,
                      crash_hint="Compare token ids: TOKENIZER.encode('</calc>') is the closing tag, "
                                 "TOKENIZER.encode('\\n') the newline.")
+
+
+# ---------------------------------------------------------------- the calculator
+# Text a model may write between the tags that is not arithmetic here: each must be answered ERROR. A calculator
+# that hands the text to Python's eval answers most of them (8, 1000.0, 16...) or runs them.
+NOT_ARITHMETIC = ["2**3", "1e3", "0x10", "1_000", "7//2", "abs(-3)", "__import__('os')", "3 if 1 else 2", "2+", "*3",
+                  "(1+2", "1+2)", "", "  ", "1+-", "x", "1.5+1", "[1]"]
+ARITHMETIC = ["37*48", "2+3*4", "2*3+4", "(2+3)*4", "10-4-3", "2-3", "-3+5", "-(4*5)", "--2", "2*-3", "((7))",
+              " 12 + 30 ", "0*999999", "999999*999999", "0", "007+1", "100-99*2"]
+TOO_LARGE = ["9999999", "999999*999999*9", "1" + "+1" * 16, "(" * 20 + "1" + ")" * 20]
+
+
+def _left_to_right(expression: str) -> str:
+    """A classic mistake: no precedence, every operator applied as it comes (2+3*4 -> 20)."""
+    import re
+    text = expression.replace(" ", "")
+    if not re.fullmatch(r"\d+([+*-]\d+)*", text):
+        return calculate(expression)
+    parts = re.findall(r"\d+|[+*-]", text)
+    value = int(parts[0])
+    for op, number in zip(parts[1::2], parts[2::2]):
+        value = value + int(number) if op == "+" else value - int(number) if op == "-" else value * int(number)
+    return str(value)
+
+
+def _right_to_left(expression: str) -> str:
+    """A classic mistake: '-' grouped to the right (10-4-3 -> 10-(4-3) = 9)."""
+    import re
+    text = expression.replace(" ", "")
+    if not re.fullmatch(r"\d+(-\d+)+", text):
+        return calculate(expression)
+    numbers = [int(x) for x in text.split("-")]
+    value = numbers[-1]
+    for x in reversed(numbers[:-1]):
+        value = x - value
+    return str(value)
+
+
+def check_calculate(fn: Callable) -> Callable:
+    """fn(expression: str) -> str, the calculator the model calls: the value of the expression as text
+    ("1776", "-3"), or ERROR ("err") for anything that is not arithmetic. It never raises and never hands the
+    text to eval. Grammar (spaces ignored):
+
+        expr   := term (('+' | '-') term)*          left to right: 10-4-3 = 3
+        term   := factor ('*' factor)*              * before + and -
+        factor := '-' factor | '(' expr ')' | number      number: 1 to MAX_OPERAND_DIGITS (6) digits
+
+    Limits: at most MAX_EXPRESSION_LENGTH (32) characters; every value along the way below MAX_RESULT (10**12)
+    in size. (The course's calculator also divides; this exercise leaves '/' out.)"""
+    if not callable(fn):
+        raise TypeError("check_calculate takes your function itself, e.g. check_calculate(calculate), not its result")
+    name = "calculate"
+    try:
+        for text in NOT_ARITHMETIC + TOO_LARGE:
+            try:
+                got = fn(text)
+            except (NotImplementedError, ExerciseError):
+                raise
+            except Exception as e:
+                raise ExerciseError(f"calculate raised {type(e).__name__} on {text!r}: {str(e).strip()}. It must never "
+                                    f"raise: a malformed call is answered {ERROR!r}, and the run goes on.") from e
+            if not isinstance(got, str):
+                raise ExerciseError(f"calculate is wrong on {text!r}: expected text (the str {ERROR!r}), got "
+                                    f"{describe(got)}. Return the text the model will read.")
+            if got != ERROR:
+                why = (f"{text!r} is too large for the calculator (at most {MAX_EXPRESSION_LENGTH} characters, "
+                       f"{MAX_OPERAND_DIGITS} digits per number, values below {MAX_RESULT:.0e})"
+                       if text in TOO_LARGE else
+                       f"{text!r} is not arithmetic in this grammar (digits, + - * and parentheses only)")
+                raise ExerciseError(f"calculate is wrong on {text!r}: expected {ERROR!r}, got {got!r}: {why}. "
+                                    "Parse the text yourself, character by character; never hand model text to eval, "
+                                    "which answers 2**3 and runs __import__.")
+    except NotImplementedError:
+        STATUS[name] = "not implemented"
+        print(f"[ ] {name}: not implemented yet; the notebook goes on with the package's reference.")
+        return calculate
+    except ExerciseError:
+        STATUS[name] = "wrong"
+        raise
+    mistakes = {
+        "* must bind tighter than + and -: 2+3*4 is 14, not 20. Parse a term (a product of factors) inside an "
+        "expression (a sum of terms).": _left_to_right,
+        "'-' is left-associative: 10-4-3 is (10-4)-3 = 3. Loop over the terms, subtracting each as it comes, "
+        "rather than recursing on the rest.": _right_to_left,
+    }
+    cases = [(text, (text,)) for text in ARITHMETIC]
+    return run_check(name, fn, calculate, cases, mistakes,
+                     crash_hint="A valid expression must give its value; catch errors only to answer 'err'.")
