@@ -90,6 +90,7 @@ def generate_with_tools(model: GPT, prompts: list[list[int]], max_new_tokens: in
     close = tokenizer.encode(CALL_CLOSE)
     param = next(model.parameters())
     pending: list[list[int]] = [[] for _ in range(B)]    # tool tokens still to write, per row
+    waiting: list[int] = []                               # the rows with pending tokens
     calls = torch.zeros(B, dtype=torch.long)
     with torch.inference_mode():
         tokens, attention_mask = left_pad(prompts, P + max_new_tokens, pad_id, param.device)
@@ -101,20 +102,23 @@ def generate_with_tools(model: GPT, prompts: list[list[int]], max_new_tokens: in
             logits = next_token_logits(model, tokens, attention_mask, length, cache)
             token = pick_next_token(logits, temperature=temperature, top_k=top_k, greedy=greedy,
                                     generator=generator, pad_id=pad_id)
-            for row in range(B):
-                if pending[row]:
-                    token[row] = pending[row].pop(0)
-                    forced[row, length] = True
+            for row in waiting:
+                token[row] = pending[row].pop(0)
+                forced[row, length] = True
+            waiting = [row for row in waiting if pending[row]]
             token = token.masked_fill(finished, pad_id)
             tokens[:, length] = token
             attention_mask[:, length] = ~finished
             if eos_id is not None:
                 finished |= (token == eos_id) & ~forced[:, length]
-            for row in range(B):
-                if (not finished[row] and not forced[row, length] and length + 1 - len(close) >= P
-                        and tokens[row, length + 1 - len(close):length + 1].tolist() == close):
+            # only rows that just sampled the tag's last token can have closed a call (a Python check per row is slow)
+            maybe = (token == close[-1]) & ~finished & ~forced[:, length]
+            for row in maybe.nonzero().flatten().tolist() if length + 1 - len(close) >= P else ():
+                if tokens[row, length + 1 - len(close):length + 1].tolist() == close:
                     pending[row] = tokenizer.encode(tool(tokenizer.decode(tokens[row, P:length + 1])))
                     calls[row] += 1
+                    if pending[row]:
+                        waiting.append(row)
             length += 1
     tokens, attention_mask = tokens[:, :length].clone(), attention_mask[:, :length].clone()
     response = torch.zeros_like(attention_mask)

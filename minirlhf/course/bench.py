@@ -31,6 +31,7 @@ from ..preferences import DEFAULT_TEMPERATURE
 from ..reward import RewardModel, evaluate_reward_model, train_reward_model
 from ..tasks import arithmetic, reviews
 from ..tokenizer import BOS_ID, TOKENIZER
+from .recipes import tool_grpo
 from ..utils import DEFAULT_THREADS, seed_everything
 from .recipes import RECIPES
 
@@ -210,7 +211,8 @@ def bench_ppo(opts: BenchOptions, results: dict) -> list[Row]:
 def bench_grpo(opts: BenchOptions, results: dict) -> list[Row]:
     """GRPO steps from arithmetic-sft on the exact verifier (16 prompts x 8 answers, as recipes.GRPO_ARITHMETIC),
     split into generation (KV-cached sampling of all P x G answers), scoring (the Python verifier) and update
-    (one forward and backward of the policy on the group batch); and the zoo's arithmetic-grpo build time."""
+    (one forward and backward of the policy on the group batch); the zoo's arithmetic-grpo build time; and the
+    same step with the calculator from arithmetic-tool-sft (recipes.tool_grpo), as a ratio to the plain one."""
     steps = 1 if opts.quick else 5
     config = GRPOConfig(steps=steps + 1, prompts_per_step=4 if opts.quick else 16, num_generations=8)
     _, history = train_grpo(zoo.load("arithmetic-sft"), arithmetic.prompts, arithmetic.reward, config)
@@ -221,6 +223,13 @@ def bench_grpo(opts: BenchOptions, results: dict) -> list[Row]:
     built = zoo.read_manifest().get("arithmetic-grpo", {}).get("build_seconds")
     if built is not None:
         rows.append(("  arithmetic-grpo as built by the zoo", f"{built / 60:.1f} min", "build_seconds in data/zoo/MANIFEST.json"))
+    # the same step with the calculator (notebook 16): longer answers, and rows paused while the tool's output is written
+    _, history = tool_grpo(zoo.load("arithmetic-tool-sft"), steps=steps + 1, prompts_per_step=config.prompts_per_step)
+    tool_parts = {k: statistics.median(history[f"t_{k}"][1:]) for k in ("generate", "score", "update")}
+    tool_total = sum(tool_parts.values())
+    rows.append((f"  with the calculator (recipes.TOOL_GRPO, {statistics.mean(history['tool_calls']):.2f} calls per answer)",
+                 f"{tool_total:.3f} s ({tool_total / total:.1f}x)",
+                 ", ".join(f"{k} {v:.3f} s ({v / tool_total:.0%})" for k, v in tool_parts.items())))
     return rows
 
 
