@@ -188,3 +188,5 @@ def test_a_quick_tool_rl_run_reports_every_bucket_before_and_after_and_the_unmas
     assert results["sft"]["products"]["q_call"] > 0.9 and results["sft"]["products"]["p_alone"] < 0.1
     for run in results["runs"].values():
         assert len(run["by_bucket"]["products"]["call_rate"]) == len(run["reward"]) == 2
+    assert set(results["seeds"]) == {"0", "1"} and set(results["seeds"]["1"]) == set(results["runs"])
+    assert results["seeds"]["0"]["c = 0.5"] == results["runs"]["c = 0.5"]["after"]

@@ -591,28 +591,35 @@ def per_bucket_curves(history: dict) -> dict:
     return curves
 
 
-def tool_rl(costs=(0.05, 0.5), quick: bool = False, log=print) -> dict:
+def tool_rl(costs=(0.05, 0.5), seeds=(0, 1, 2), quick: bool = False, log=print) -> dict:
     """GRPO with the calculator from arithmetic-tool-sft, reward correct - c * calls (recipes.TOOL_GRPO), for
     each call cost c with the tool's output masked, and for the first c without the mask (the bug): the call
     rate and reward per step on products / one-digit sums / two-digit sums (from the training samples), and
-    before/after reports (tool_report) on 200 held-out prompts of each kind."""
+    before/after reports (tool_report) on 200 held-out prompts of each kind. The first seed's runs are kept
+    whole in "runs"; every seed's after-reports are in "seeds" {seed: {run name: report}}."""
     buckets = tool_buckets(16 if quick else 200, seed=20)
     overrides = dict(steps=2, prompts_per_step=4) if quick else {}
+    seeds = seeds[:2] if quick else seeds
     config = {**TOOL_GRPO, **overrides}
     out = {"command": "python -m minirlhf experiments tool-rl" + " --quick" * quick, "config": config,
-           "sft": tool_report(zoo.load("arithmetic-tool-sft"), buckets), "runs": {}}
-    for cost, masked in [(c, True) for c in costs] + [(costs[0], False)]:
-        name = f"c = {cost}" + ("" if masked else ", tool output not masked")
-        seed_everything(0)
-        start = time.perf_counter()
-        policy, history = tool_grpo(zoo.load("arithmetic-tool-sft"), cost, mask_tool_output=masked, **overrides)
-        keep = ("reward", "accuracy", "tool_calls", "frac_reward_zero_std", "completion_length", "entropy")
-        out["runs"][name] = {"call_cost": cost, "mask_tool_output": masked, "after": tool_report(policy, buckets),
-                             "by_bucket": per_bucket_curves(history),
-                             **{k: [round(x, 4) for x in history[k]] for k in keep}}
-        after = out["runs"][name]["after"]
-        log(f"{name}: T=1 call rate " + ", ".join(f"{b} {out['sft'][b]['call_rate']:.2f} -> {after[b]['call_rate']:.2f}"
-                                                 for b in buckets) + f"; {time.perf_counter() - start:.0f} s")
+           "sft": tool_report(zoo.load("arithmetic-tool-sft"), buckets), "runs": {}, "seeds": {}}
+    for seed in seeds:
+        for cost, masked in [(c, True) for c in costs] + [(costs[0], False)]:
+            name = f"c = {cost}" + ("" if masked else ", tool output not masked")
+            seed_everything(seed)
+            start = time.perf_counter()
+            policy, history = tool_grpo(zoo.load("arithmetic-tool-sft"), cost, mask_tool_output=masked,
+                                        **{**overrides, "seed": seed})
+            after = tool_report(policy, buckets)
+            out["seeds"].setdefault(str(seed), {})[name] = after
+            if seed == seeds[0]:
+                keep = ("reward", "accuracy", "tool_calls", "frac_reward_zero_std", "completion_length", "entropy")
+                out["runs"][name] = {"call_cost": cost, "mask_tool_output": masked, "after": after,
+                                     "by_bucket": per_bucket_curves(history),
+                                     **{k: [round(x, 4) for x in history[k]] for k in keep}}
+            log(f"{name}, seed {seed}: T=1 call rate " + ", ".join(
+                f"{b} {out['sft'][b]['call_rate']:.2f} -> {after[b]['call_rate']:.2f}" for b in buckets)
+                + f"; {time.perf_counter() - start:.0f} s")
     return out
 
 

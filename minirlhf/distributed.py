@@ -1,0 +1,231 @@
+"""Data parallelism with torch.distributed: the package's losses on several processes (notebook 18).
+
+Launched with torchrun, which ships with torch (never `pip install torchrun`: that is an unrelated package):
+
+    torchrun --standalone --nproc_per_node=2 -m minirlhf.distributed --out results.json
+
+Each process (a rank) holds the whole model wrapped in DistributedDataParallel and takes its shard of the
+batch; during backward DDP all-reduces the gradients and divides them by the number of ranks W, so every rank
+takes the same step. That step is the single-process step on the whole batch only if each rank's loss is
+its share of the global loss in this sense:
+
+    global loss = (1/W) sum_r local_loss_r.
+
+- A mean over examples (DPO, a sequence-level loss) with equal shards: the local mean is right.
+- A mean over tokens (SFT, GRPO's "dapo" token mean) with ragged rows: the ranks hold different numbers of
+  tokens, and sum_r / own count_r averaged over ranks is not sum / total count. Divide the local sum by the
+  global count / W instead (`global_token_mean`: one all-reduce of a count).
+- Group statistics (GRPO's mean and std of a prompt's G rewards): a group split over ranks gets a different
+  mean on each half. Keep a prompt's G answers on one rank (`shard_groups`), or all-reduce the statistics.
+- Sampling: seed each rank differently (`rank_seed`), else every rank samples the same answers and the W
+  shards hold one batch W times.
+
+`equivalence_check` measures these: parameters after a few DDP steps against one process on the whole batch,
+the right way and with each pitfall. gloo on CPU, NCCL on CUDA; the device comes from the rank.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+
+from .advantages import group_advantages
+from .logprobs import response_logprobs, sequence_logprobs
+from .losses import dpo_loss
+from .model import GPT, GPTConfig
+from .tokenizer import TOKENIZER
+
+
+def setup() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process, starting the process group from torchrun's environment
+    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): NCCL and cuda:LOCAL_RANK where a GPU is, else gloo and CPU."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise RuntimeError("not started by torchrun: run `torchrun --standalone --nproc_per_node=2 -m minirlhf.distributed`"
+                           " (RANK and WORLD_SIZE are unset)")
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def shard(n: int, rank: int, world: int) -> slice:
+    """Rank's contiguous slice of n rows; n must split evenly (equal shards keep a per-example mean exact)."""
+    if n % world:
+        raise ValueError(f"{n} rows do not split evenly over {world} ranks: use a batch size divisible by the world size")
+    size = n // world
+    return slice(rank * size, (rank + 1) * size)
+
+
+def shard_groups(num_prompts: int, num_generations: int, rank: int, world: int) -> slice:
+    """Rank's rows of a GRPO batch of num_prompts groups of num_generations rows: whole groups only."""
+    groups = shard(num_prompts, rank, world)
+    return slice(groups.start * num_generations, groups.stop * num_generations)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A different sampling seed per rank (the same model on every rank would otherwise sample the same answers)."""
+    return seed + 10_007 * rank
+
+
+def global_count(mask: torch.Tensor) -> torch.Tensor:
+    """The number of True entries of mask summed over all ranks (one all-reduce); mask's own count if not
+    distributed."""
+    count = mask.sum().to(torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(count)
+    return count
+
+
+def global_token_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The local loss whose average over ranks (what DDP's gradient is) is the global token mean:
+
+        local = sum_{local tokens} l / (N_global / W),   so   (1/W) sum_r local_r = sum_{all tokens} l / N_global.
+
+    per_token, mask (B, N) on this rank's rows. With one process it is the plain token mean."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return (per_token * mask).sum() / (global_count(mask).to(per_token.dtype) / world).clamp(min=1)
+
+
+# ---------------------------------------------------------------- the equivalence check
+def _tiny_gpt(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=32, n_layers=2, n_heads=2))
+
+
+def _ragged_rows(n: int, generator: torch.Generator, width: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """n right-padded random rows of lengths 4..width (BOS first) and their masks (True on real tokens after BOS)."""
+    tokens = torch.full((n, width), TOKENIZER.pad_id, dtype=torch.long)
+    lengths = torch.randint(4, width + 1, (n,), generator=generator)
+    for b, length in enumerate(lengths.tolist()):
+        tokens[b, 0] = TOKENIZER.bos_id
+        tokens[b, 1:length] = torch.randint(3, TOKENIZER.vocab_size, (length - 1,), generator=generator)
+    mask = tokens != TOKENIZER.pad_id
+    mask[:, 0] = False
+    return tokens, mask
+
+
+def _batch(kind: str, n: int = 8, num_generations: int = 4) -> dict:
+    """The same fixed batch on every rank (seeded), for one kind of loss."""
+    g = torch.Generator().manual_seed(1)
+    if kind == "dpo":
+        chosen, chosen_mask = _ragged_rows(n, g)
+        rejected, rejected_mask = _ragged_rows(n, g)
+        return {"chosen": chosen, "chosen_mask": chosen_mask, "rejected": rejected, "rejected_mask": rejected_mask,
+                "ref_chosen": -torch.rand(n, generator=g) * 40, "ref_rejected": -torch.rand(n, generator=g) * 40}
+    tokens, mask = _ragged_rows(n, g)
+    if kind == "sft":
+        return {"tokens": tokens, "mask": mask}
+    rewards = (torch.rand(n // num_generations, num_generations, generator=g) > 0.5).float()
+    return {"tokens": tokens, "mask": mask, "rewards": rewards, "num_generations": num_generations}
+
+
+def _loss(kind: str, model, batch: dict, rows: slice, *, token_mean, split_groups_over: int = 1) -> torch.Tensor:
+    """The loss of `kind` on batch rows `rows`, with token_mean(per_token, mask) as the token aggregation."""
+    if kind == "dpo":
+        pc = sequence_logprobs(model, batch["chosen"][rows], batch["chosen_mask"][rows])
+        pr = sequence_logprobs(model, batch["rejected"][rows], batch["rejected_mask"][rows])
+        return dpo_loss(pc, pr, batch["ref_chosen"][rows], batch["ref_rejected"][rows], beta=0.1)
+    tokens, mask = batch["tokens"][rows], batch["mask"][rows]
+    if kind == "sft":
+        logits = model(tokens, tokens != TOKENIZER.pad_id)
+        per_token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+        return token_mean(per_token, mask[:, 1:])
+    # grpo: advantages from each group's rewards; the batch's rows are grouped G at a time
+    G = batch["num_generations"]
+    rewards = batch["rewards"].reshape(-1)[rows].view(-1, G // split_groups_over)
+    advantages = group_advantages(rewards, "mean", "group").reshape(-1)
+    logp, _ = response_logprobs(model, tokens, tokens != TOKENIZER.pad_id, 1)
+    per_token = -torch.exp(logp - logp.detach()) * advantages[:, None]      # the surrogate's first step (ratio 1)
+    return token_mean(per_token, mask[:, 1:])
+
+
+def _train(kind: str, model, batch: dict, rows: slice, steps: int, lr: float, **loss_options) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)   # SGD: Adam's first steps would magnify rounding noise
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        _loss(kind, model, batch, rows, **loss_options).backward()
+        optimizer.step()
+
+
+def _local_token_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The pitfall: each rank divides by its own token count."""
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
+    """On every rank: train a DDP copy of a tiny GPT on this rank's shard for `steps` SGD steps, for SFT
+    (token mean), DPO (pair mean) and GRPO (token mean, whole groups), the right way and with each pitfall
+    (local token counts; GRPO groups split over ranks, each half its own group). Rank 0 also trains one
+    process on the whole batch and returns {run: {max_abs_diff: max |parameter difference|, max_abs_update: the
+    largest parameter change of the one-process run}} (other ranks return {}). One run uses FSDP2 (fully_shard)
+    in place of DDP."""
+    rank, world, device = setup()
+    runs = {"sft": ("sft", {}), "dpo": ("dpo", {}), "grpo": ("grpo", {}),
+            "sft, local token counts (pitfall)": ("sft", {"token_mean": _local_token_mean}),
+            "grpo, local token counts (pitfall)": ("grpo", {"token_mean": _local_token_mean}),
+            "grpo, groups split over ranks (pitfall)": ("grpo", {"split_groups_over": world}),
+            "sft, FSDP2 (fully_shard)": ("sft", {"fsdp": True})}
+    out = {}
+    for name, (kind, options) in runs.items():
+        options = dict(options)
+        fsdp = options.pop("fsdp", False)
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in _batch(kind).items()}
+        n = len(batch["chosen" if kind == "dpo" else "tokens"])
+        split = options.get("split_groups_over", 1) > 1
+        rows = (shard(n, rank, world) if kind != "grpo" or split else
+                shard_groups(n // batch["num_generations"], batch["num_generations"], rank, world))
+        if split:   # every group cut in W pieces: rank r holds piece r of each group
+            G = batch["num_generations"]
+            order = torch.arange(n).view(-1, world, G // world).transpose(0, 1).reshape(-1)
+            batch = {**batch, "tokens": batch["tokens"][order], "mask": batch["mask"][order],
+                     "rewards": batch["rewards"].reshape(-1)[order].view(-1, G)}
+        options = {"token_mean": global_token_mean, **options}
+        model = _tiny_gpt().to(device).eval()
+        if fsdp:
+            fully_shard(model)      # FSDP2: each rank keeps a shard of every parameter (a DTensor)
+            wrapped = model
+        else:
+            wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        _train(kind, wrapped, batch, rows, steps, lr, **options)
+        params = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]   # all ranks take part
+        if rank == 0:
+            single = _tiny_gpt().to(device).eval()
+            full = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in _batch(kind).items()}
+            _train(kind, single, full, slice(0, n), steps, lr, token_mean=_local_token_mean)
+            start = _tiny_gpt().to(device)
+            with torch.no_grad():
+                out[name] = {"max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(params, single.parameters())),
+                             "max_abs_update": max(float((a - b).abs().max())
+                                                   for a, b in zip(single.parameters(), start.parameters()))}
+    dist.barrier()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="torchrun --standalone --nproc_per_node=2 -m minirlhf.distributed",
+                                     description="DDP steps against one process on the whole batch")
+    parser.add_argument("--out", type=Path, help="write rank 0's results here as JSON")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args(argv)
+    result = equivalence_check(args.steps)
+    rank = dist.get_rank()
+    if rank == 0:
+        for name, row in result.items():
+            print(f"{name:42} max |parameters - one process's| = {row['max_abs_diff']:.1e} "
+                  f"(largest change of a parameter: {row['max_abs_update']:.1e})")
+        if args.out:
+            args.out.write_text(json.dumps({"world_size": dist.get_world_size(), "steps": args.steps, "runs": result}))
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
