@@ -14,7 +14,8 @@ never from one below (tests/test_layers.py checks it).
    (GRPO, Dr. GRPO, RLOO on a verifiable reward); and the measures and data around them:
    evaluate, overoptimization, feedback (the label store and widget), exercises/ (the checks);
    judge (RLAIF: the AI judge that reads a constitution); distributed (the losses on several processes with
-   torch.distributed: DDP, FSDP2, and the pitfalls of token means and groups over ranks)
+   torch.distributed: DDP, FSDP2, and the pitfalls of token means and groups over ranks); scaling (GPU memory
+   of PPO, DPO and GRPO at real sizes, with ZeRO)
 6. course tooling: zoo (load the shipped checkpoints, pairs and results), course/ (recipes that build the
    zoo, experiments, bench, student versions; `python -m minirlhf TOOL`)
 7. notebooks

@@ -1,0 +1,55 @@
+"""scaling.py: memory per GPU at real sizes, against the ZeRO paper (Rajbhandari et al. 2020, figure 1)."""
+import pytest
+
+from minirlhf import exercises as ex
+from minirlhf import scaling
+from conftest import assert_check_behaves
+
+
+@pytest.mark.parametrize("stage,gb", [(0, 120.0), (1, 31.4), (2, 16.6), (3, 1.9)])
+def test_the_zero_papers_7_5b_model_on_64_gpus(stage, gb):
+    """The paper's figure 1: 7.5B parameters, K = 12, N_d = 64: 120 GB, 31.4 GB, 16.6 GB, 1.9 GB per GPU."""
+    assert scaling.trained_model_bytes(7.5e9, stage, 64) / scaling.GB == pytest.approx(gb, abs=0.05)
+
+
+def test_kv_cache_of_llama_2_7b_is_half_a_megabyte_per_token():
+    assert scaling.SHAPES["7B"].kv_bytes_per_token == 2 * 32 * 4096 * 2 == 524288
+    assert scaling.SHAPES["70B"].kv_bytes_per_token == 2 * 80 * 8 * 128 * 2      # grouped-query attention: 8 KV heads
+
+
+def test_ppo_holds_four_models_dpo_two_grpo_one():
+    ppo, dpo, grpo = (scaling.rlhf_memory(a, "7B", rows_per_gpu=0) for a in ("ppo", "dpo", "grpo"))
+    trained, frozen = 16 * 6.7, 2 * 6.7
+    assert ppo["total"] == pytest.approx(2 * trained + 2 * frozen)
+    assert dpo["total"] == pytest.approx(trained + frozen) and grpo["total"] == pytest.approx(trained)
+    assert "reference" not in scaling.rlhf_memory("dpo, precomputed reference", "7B")
+    assert scaling.rlhf_memory("grpo, beta > 0", "7B", rows_per_gpu=0)["total"] == pytest.approx(trained + frozen)
+    sharded = scaling.rlhf_memory("ppo", "70B", stage=3, world=64, rows_per_gpu=0)
+    assert sharded["total"] == pytest.approx((2 * 16 + 2 * 2) * 69 / 64)
+
+
+def test_memory_table_and_bad_input():
+    rows = scaling.memory_table(world=8, rows_per_gpu=4, tokens=512)
+    assert len(rows) == len(scaling.SHAPES) * len(scaling.ALGORITHMS) * 2
+    assert all(r["gb_per_gpu"] > 0 for r in rows)
+    for bad, match in ((dict(algorithm="sft", size="7B"), "algorithm must be"), (dict(algorithm="ppo", size="13B"), "size must"),
+                       (dict(algorithm="ppo", size="7B", stage=4), "stage must"), (dict(algorithm="ppo", size="7B", world=0), "world")):
+        with pytest.raises(ValueError, match=match):
+            scaling.rlhf_memory(bad.pop("algorithm"), bad.pop("size"), **bad)
+
+
+def test_zero_memory_check(capsys):
+    def by_parts(params, stage, world):          # right, written differently: what each GPU keeps, part by part
+        sharded = {0: 0, 1: 12, 2: 14, 3: 16}[stage]
+        return (16 - sharded) * params + sharded * params / world
+
+    wrongs = [
+        (lambda p, s, w: 2 * p / (w if s >= 3 else 1) + 2 * p / (w if s >= 2 else 1) + 8 * p / (w if s >= 1 else 1),
+         "12 bytes per parameter"),
+        (lambda p, s, w: 16 * p / (w if s >= 1 else 1), "stage 1 shards only the optimizer state"),
+        (lambda p, s, w: 16 * p / (w if s >= 2 else 1) if s >= 2 else scaling.trained_model_bytes(p, s, w),
+         "stage 2 shards the gradients"),
+        (lambda p, s, w: scaling.trained_model_bytes(p, min(s, 2), w), "stage 3 shards the weights too"),
+        (lambda p, s, w: str(scaling.trained_model_bytes(p, s, w)), "float"),
+    ]
+    assert_check_behaves(ex.check_zero_memory, [scaling.trained_model_bytes, by_parts], wrongs, capsys)
