@@ -147,12 +147,24 @@ def _loss(kind: str, model, batch: dict, rows: slice, *, token_mean, split_group
     return token_mean(per_token, mask[:, 1:])
 
 
-def _train(kind: str, model, batch: dict, rows: slice, steps: int, lr: float, **loss_options) -> None:
+def _train(kind: str, model, batch: dict, rows: slice, steps: int, lr: float, **loss_options) -> list[float]:
+    """steps SGD steps on the loss of batch rows `rows`; returns the loss of each step."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)   # SGD: Adam's first steps would magnify rounding noise
+    losses = []
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        _loss(kind, model, batch, rows, **loss_options).backward()
+        loss = _loss(kind, model, batch, rows, **loss_options)
+        loss.backward()
         optimizer.step()
+        losses.append(round(loss.item(), 6))
+    return losses
+
+
+def _what_this_rank_holds(kind: str, batch: dict, rows: slice) -> dict:
+    """Rows, and the tokens (or pairs) that count in the loss, on this rank."""
+    if kind == "dpo":
+        return {"rows": [rows.start, rows.stop], "pairs": rows.stop - rows.start}
+    return {"rows": [rows.start, rows.stop], "tokens": int(batch["mask"][rows][:, 1:].sum())}
 
 
 def _local_token_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -165,7 +177,8 @@ def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
     (token mean), DPO (pair mean) and GRPO (token mean, whole groups), the right way and with each pitfall
     (local token counts; GRPO groups split over ranks, each half its own group). Rank 0 also trains one
     process on the whole batch and returns {run: {max_abs_diff: max |parameter difference|, max_abs_update: the
-    largest parameter change of the one-process run}} (other ranks return {}). One run uses FSDP2 (fully_shard)
+    largest parameter change of the one-process run, ranks: what each rank held (rows, tokens or pairs) and
+    its local loss at each step}} (other ranks return {}). One run uses FSDP2 (fully_shard)
     in place of DDP."""
     rank, world, device = setup()
     runs = {"sft": ("sft", {}), "dpo": ("dpo", {}), "grpo": ("grpo", {}),
@@ -194,7 +207,9 @@ def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
             wrapped = model
         else:
             wrapped = torch.nn.parallel.DistributedDataParallel(model)
-        _train(kind, wrapped, batch, rows, steps, lr, **options)
+        losses = _train(kind, wrapped, batch, rows, steps, lr, **options)
+        seen = [None] * world
+        dist.all_gather_object(seen, {"rank": rank, **_what_this_rank_holds(kind, batch, rows), "local_losses": losses})
         params = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]   # all ranks take part
         if rank == 0:
             single = _tiny_gpt().to(device).eval()
@@ -202,7 +217,7 @@ def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
             _train(kind, single, full, slice(0, n), steps, lr, token_mean=_local_token_mean)
             start = _tiny_gpt().to(device)
             with torch.no_grad():
-                out[name] = {"max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(params, single.parameters())),
+                out[name] = {"ranks": seen, "max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(params, single.parameters())),
                              "max_abs_update": max(float((a - b).abs().max())
                                                    for a, b in zip(single.parameters(), start.parameters()))}
     dist.barrier()
