@@ -33,12 +33,22 @@ from pathlib import Path
 import torch
 
 from .preferences import DEFAULT_TEMPERATURE, sample_bt_labels
+from .utils import REPO_ROOT
 
 CHOICES = ("a", "b", "tie", "skip")
 LABEL_FIELDS = {"seq": int, "pair_id": str, "choice": str, "prompt": str, "response_a": str, "response_b": str}
 UNDO_FIELDS = {"seq": int, "undoes": int}
 
 Pair = tuple[str, str, str]  # (prompt, response_a, response_b)
+
+
+LABELS_DIR_VARIABLE = "MINIRLHF_LABELS_DIR"
+
+
+def labels_dir() -> Path:
+    """Where notebook 06 keeps your labels: labels/ at the repository root (git-ignored), or the folder named by
+    the environment variable MINIRLHF_LABELS_DIR (the browser test points it at a scratch folder)."""
+    return Path(os.environ.get(LABELS_DIR_VARIABLE) or REPO_ROOT / "labels")
 
 
 class LabelFileError(ValueError):
