@@ -306,7 +306,8 @@ def _call(name: str, fn: Callable, args, label: str, crash_hint: str):
 def run_check(name: str, fn: Callable, reference: Callable, cases: list[tuple[str, tuple]],
               mistakes: dict[str, Callable] | None = None, atol: float = 1e-5, crash_hint: str = "",
               grad_args: dict[int, str] | None = None, grad_mistakes: dict[str, Callable] | None = None,
-              scalar_tensor_ok: bool = False, nonfinite_hint: str = "") -> Callable:
+              scalar_tensor_ok: bool = False, nonfinite_hint: str = "",
+              precheck: Callable[[Callable], None] | None = None) -> Callable:
     """Compare fn with reference on each (label, args) case; see the module docstring for what it does.
 
     mistakes: hint -> a function computing that mistake; its hint is shown when fn's value matches it.
@@ -323,12 +324,16 @@ def run_check(name: str, fn: Callable, reference: Callable, cases: list[tuple[st
     grad_mistakes: hint -> a function with the right value and a known wrong gradient (a forgotten
     .detach(), a term computed from a detached tensor...); its hint is shown when fn's gradients match it.
     Without a match, the message names the first argument whose gradient differs.
+    precheck(fn): a check's own tests run first (they raise ExerciseError with their message, and a stub's
+    NotImplementedError falls back on the reference as usual).
     """
     if not callable(fn):
         raise TypeError(f"check_{name} takes your function itself, e.g. check_{name}({name}), not its result")
     mistakes, grad_args, grad_mistakes = mistakes or {}, grad_args or {}, grad_mistakes or {}
     weights = seeded(0)
     try:
+        if precheck is not None:
+            precheck(fn)
         runs = []
         for label, args in cases:
             fn_args, fn_leaves = _with_grad(args, grad_args)
