@@ -142,6 +142,24 @@ def test_a_quick_grpo_hack_scores_every_run_with_both_verifiers():
         assert len(run["samples_before"]) == len(run["samples_after"]) == 4
     assert 0 <= results["hedged_sft"]["sampled"]["multi"] <= 1
 
+def test_length_stats_splits_right_and_wrong_answers_and_their_excess_length():
+    from minirlhf.tasks import arithmetic
+    prompt = arithmetic.make_prompt(arithmetic.Problem(47, 38))           # its demonstration has 18 characters
+    stats = experiments.length_stats([prompt] * 3, ["7+8=15 4+3+1=8 >85", ">85", "7+8=15 4+3+1=8 >75 >7"])
+    assert stats == {"accuracy": 2 / 3, "length_right": 10.5, "excess_right": -7.5, "length_wrong": 21.0,
+                     "excess_wrong": 3.0}
+    assert experiments.length_stats([prompt], [">85"])["length_wrong"] is None
+
+
+@pytest.mark.slow
+def test_a_quick_grpo_length_measures_right_and_wrong_answers_per_step():
+    results = experiments.grpo_length(quick=True, log=lambda line: None)
+    assert set(results["runs"]) == set(experiments.GRPO_LENGTH_METHODS)
+    assert results["steps_sft"]["context_length"] == 48
+    for run in results["runs"].values():
+        assert len(run["accuracy"]) == len(run["excess_wrong"]) == len(run["truncated"]) == 2
+        assert 0 <= run["greedy_after"]["accuracy"] <= 1
+
 @pytest.mark.slow
 def test_a_quick_dpo_frontier_traces_every_run_and_online_dpo():
     results = experiments.dpo_frontier(quick=True, log=lambda line: None)

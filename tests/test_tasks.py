@@ -95,6 +95,26 @@ def test_hedged_demonstrations_list_the_answer_and_a_wrong_guess():
     with pytest.raises(ValueError, match="share"):
         arithmetic.hedged_sft_dataset(10, share=1.5)
 
+def test_step_by_step_responses_work_each_column_with_its_carry():
+    cases = {(47, 38): "7+8=15 4+3+1=8 >85", (95, 7): "5+7=12 9+1=10 >102", (5, 3): "5+3=8 >8",
+             (5, 7): "5+7=12 >12", (0, 0): "0+0=0 >0", (99, 99): "9+9=18 9+9+1=19 >198", (0, 45): "0+5=5 4=4 >45"}
+    for (a, b), expected in cases.items():
+        problem = arithmetic.Problem(a, b)
+        assert arithmetic.steps_response(problem) == expected
+        assert arithmetic.steps_verify(arithmetic.make_prompt(problem), expected)
+    lengths = {len(r) for _, r in arithmetic.steps_sft_dataset(500, seed=0)}
+    assert min(lengths) == 8 and max(lengths) == 20            # a format whose length varies
+    with pytest.raises(ValueError, match="sums"):
+        arithmetic.steps_response(arithmetic.Problem(3, 4, "*"))
+
+
+def test_the_step_by_step_verifier_reads_only_the_answer_after_the_last_marker():
+    prompt = arithmetic.make_prompt(arithmetic.Problem(47, 38))
+    assert arithmetic.steps_verify(prompt, "7+8=15 4+3+1=8 >85") and arithmetic.steps_reward(prompt, ">85") == 1.0
+    assert arithmetic.steps_verify(prompt, "wrong steps >85")                 # an outcome reward: steps unchecked
+    for response in ("7+8=15 4+3+1=8 >75", "85", "7+8=15 >85 >9", ">85x", ""):
+        assert not arithmetic.steps_verify(prompt, response) and arithmetic.steps_reward(prompt, response) == 0.0
+
 def test_arithmetic_corpus_has_the_slip_rate():
     lines = arithmetic.pretraining_corpus(4000, seed=0, slip_rate=0.3)
     wrong = carry = 0

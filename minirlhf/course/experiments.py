@@ -9,7 +9,8 @@
                                                       # online vs offline DPO (~10 min)
     python -m minirlhf experiments rlaif              # reward models on AI vs human labels; PPO against them,
                                                       # with and without one principle (~20 min)
-    python -m minirlhf experiments grpo-hack          # GRPO on a lenient (hackable) verifier vs the exact one (~3 min)
+    python -m minirlhf experiments grpo-hack          # GRPO on a lenient (hackable) verifier vs the exact one (~5 min)
+    python -m minirlhf experiments grpo-length        # GRPO vs Dr. GRPO on a step-by-step format: length bias (~6 min)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -32,7 +33,7 @@ from ..best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_
 from ..evaluate import arithmetic_accuracy, correct_counts, pass_at_k
 from ..grpo import GRPOConfig, VerifierReward, train_grpo
 from ..dpo import DPOConfig, label_noise_rate, online_dpo, train_dpo, with_reference_logprobs
-from ..model import GPT, GPTConfig
+from ..model import GPT, GPTConfig, extend_context
 from ..online import iterated_rlhf
 from ..ppo import ActorCritic, PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
@@ -646,12 +647,92 @@ def grpo_hack(steps: int = 100, share: float = 0.1, sft_steps: int = 100, max_co
     return out
 
 
+def steps_sft_model(sft_steps: int = 400, lr: float = 1e-3, context_length: int = 48, seed: int = 0) -> GPT:
+    """arithmetic-sft, its context extended to context_length (new position rows "repeat"), fine-tuned sft_steps
+    steps on 8000 step-by-step demonstrations (arithmetic.steps_sft_dataset): the start of grpo-length."""
+    seed_everything(seed)
+    model = extend_context(zoo.load("arithmetic-sft"), context_length, new_rows="repeat")
+    sft(model, arithmetic.steps_sft_dataset(8000, seed=13), steps=sft_steps, lr=lr, seed=seed,
+        warmup=min(20, max(1, sft_steps // 10)))
+    return model
+
+
+def length_stats(prompts: list[str], responses: list[str]) -> dict:
+    """For the step-by-step format: accuracy (arithmetic.steps_verify), the mean length in characters of right and of
+    wrong responses, and their mean excess length over the demonstration's (arithmetic.steps_response) for the same
+    problem, which takes out how long the problems drawn happen to be. None where there is no such response."""
+    ok = [arithmetic.steps_verify(p, r) for p, r in zip(prompts, responses)]
+    excess = [len(r) - len(arithmetic.steps_response(arithmetic.parse_prompt(p))) for p, r in zip(prompts, responses)]
+    out = {"accuracy": sum(ok) / len(ok)}
+    for label, want in (("right", True), ("wrong", False)):
+        idx = [i for i, o in enumerate(ok) if o == want]
+        out[f"length_{label}"] = sum(len(responses[i]) for i in idx) / len(idx) if idx else None
+        out[f"excess_{label}"] = sum(excess[i] for i in idx) / len(idx) if idx else None
+    return out
+
+
+GRPO_LENGTH_METHODS = {"GRPO": dict(loss_type="grpo", scale_rewards="group"),
+                       "Dr. GRPO": dict(loss_type="dr_grpo", scale_rewards="none")}
+
+
+def grpo_length(steps: int = 150, sft_steps: int = 400, lr: float = 1e-4, max_completion_length: int = 24,
+                quick: bool = False, log=print) -> dict:
+    """Length bias (notebook 15): GRPO (loss_type "grpo": each response's loss averaged over its own tokens, std
+    scaling) against Dr. GRPO (loss_type "dr_grpo", scale_rewards "none": a constant normaliser) from the same
+    step-by-step model (steps_sft_model), on the step-by-step verifier (arithmetic.steps_reward), same seed, 16 x 8
+    answers per step. Per step, every sampled answer is measured (length_stats): do wrong answers grow longer?
+    Plus greedy length_stats on 300 held-out sums before and after."""
+    if quick:
+        steps, sft_steps = 2, 2
+    held_out = arithmetic.prompts(40 if quick else 300, seed=4)
+    start = time.perf_counter()
+    model = steps_sft_model(sft_steps)
+    greedy = lambda m: _rounded(length_stats(held_out, [s.response for s in sample(
+        m, held_out, max_new_tokens=max_completion_length, greedy=True)]))
+    out = {"command": "python -m minirlhf experiments grpo-length" + " --quick" * quick,
+           "steps_sft": {"steps": sft_steps, "lr": 1e-3, "examples": 8000, "context_length": model.config.context_length,
+                         "greedy": greedy(model)},
+           "grpo": dict(steps=steps, prompts_per_step=4 if quick else 16, num_generations=8,
+                        max_completion_length=max_completion_length, lr=lr),
+           "runs": {}}
+    log(f"step-by-step SFT: greedy {out['steps_sft']['greedy']}, {time.perf_counter() - start:.0f} s")
+    for name, overrides in GRPO_LENGTH_METHODS.items():
+        seen: list[tuple[str, str]] = []
+
+        def recording_reward(prompt: str, response: str) -> float:
+            seen.append((prompt, response))
+            return arithmetic.steps_reward(prompt, response)
+
+        seed_everything(0)
+        policy = copy.deepcopy(model)
+        start = time.perf_counter()
+        config = GRPOConfig(**out["grpo"], **overrides)
+        _, history = train_grpo(policy, arithmetic.prompts, recording_reward, config)
+        per_step = config.prompts_per_step * config.num_generations
+        curves: dict[str, list] = {}
+        for step in range(config.steps):
+            chunk = seen[step * per_step:(step + 1) * per_step]
+            for k, v in length_stats([p for p, _ in chunk], [r for _, r in chunk]).items():
+                curves.setdefault(k, []).append(None if v is None else round(v, 4))
+            # a response of max_completion_length characters (one token each) was cut before its EOS
+            curves.setdefault("truncated", []).append(
+                round(sum(len(r) >= config.max_completion_length for _, r in chunk) / len(chunk), 4))
+        run = {**overrides, "seconds": round(time.perf_counter() - start, 1), **curves,
+               "greedy_after": greedy(policy),
+               "samples": history["samples"][-1]}
+        out["runs"][name] = run
+        log(f"{name}: accuracy {run['accuracy'][0]:.2f} -> {run['accuracy'][-1]:.2f}, excess length of wrong answers "
+            f"{run['excess_wrong'][0]} -> {run['excess_wrong'][-1]}, {run['seconds']:.0f} s")
+    return out
+
+
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
                "online-rlhf": online_rlhf, "dpo-frontier": dpo_frontier,
                "rlaif": rlaif}
 EXPERIMENTS["grpo-compare"] = grpo_compare
 EXPERIMENTS["grpo-capacity"] = grpo_capacity
 EXPERIMENTS["grpo-hack"] = grpo_hack
+EXPERIMENTS["grpo-length"] = grpo_length
 
 
 def main(argv=None) -> int:

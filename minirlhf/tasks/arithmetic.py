@@ -147,5 +147,46 @@ def count_numbers(response: str) -> int:
     return len(re.findall(r"\d+", response))
 
 
+def steps_response(problem: Problem) -> str:
+    """The sum worked column by column, units first, each column's digits plus the carry (+1) it receives, then
+    ">" and the answer: 47+38 -> "7+8=15 4+3+1=8 >85", 95+7 -> "5+7=12 9+1=10 >102", 5+3 -> "5+3=8 >8".
+
+    Responses of 8 to 20 characters, longer with more columns and carries: a format whose length varies, for
+    length bias (notebook 15). A column where one operand has no digit lists only the other's."""
+    if problem.op != "+":
+        raise ValueError("steps_response writes sums only")
+    a, b, carry, parts = problem.a, problem.b, 0, []
+    while True:
+        digits = [str(x % 10) for x, present in ((a, a > 0 or not parts), (b, b > 0 or not parts)) if present]
+        terms = "+".join(digits + (["1"] if carry else []))
+        total = sum(int(d) for d in digits) + carry
+        parts.append(f"{terms}={total}")
+        carry, a, b = total // 10, a // 10, b // 10
+        if a == 0 and b == 0:
+            break
+    return " ".join(parts) + f" >{problem.answer}"
+
+
+def steps_sft_dataset(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n (prompt, steps_response) pairs: the demonstrations of the step-by-step format."""
+    rng = random.Random(seed)
+    return [(make_prompt(p), steps_response(p)) for p in (sample_problem(rng) for _ in range(n))]
+
+
+def steps_verify(prompt: str, response: str) -> bool:
+    """The step-by-step format's verifier: the text after the last ">" is exactly the right number (the steps are
+    not checked: an outcome reward, as in RL on math)."""
+    expected = parse_prompt(prompt).answer
+    if ">" not in response:
+        return False
+    answer = response.rsplit(">", 1)[1].strip()
+    return answer.isdigit() and int(answer) == expected
+
+
+def steps_reward(prompt: str, response: str) -> float:
+    """1.0 if steps_verify passes, else 0.0."""
+    return 1.0 if steps_verify(prompt, response) else 0.0
+
+
 def needs_carry(problem: Problem) -> bool:
     return forgot_carry(problem) != problem.answer
