@@ -9,8 +9,10 @@
                                                       # online vs offline DPO (~10 min)
     python -m minirlhf experiments rlaif              # reward models on AI vs human labels; PPO against them,
                                                       # with and without one principle (~20 min)
-    python -m minirlhf experiments grpo-hack          # GRPO on a lenient (hackable) verifier vs the exact one (~5 min)
-    python -m minirlhf experiments grpo-length        # GRPO vs Dr. GRPO on a step-by-step format: length bias (~6 min)
+    python -m minirlhf experiments grpo-hack          # GRPO on a lenient (hackable) verifier vs the exact one
+                                                      # (6 min measured with the 2 cores shared)
+    python -m minirlhf experiments grpo-length        # GRPO vs Dr. GRPO on a step-by-step format: length bias
+                                                      # (20 min measured with the 2 cores shared, ~5 alone)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
