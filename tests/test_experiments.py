@@ -123,6 +123,43 @@ def test_a_short_grpo_capacity_measures_base_sft_and_extra_sft():
     assert results["extra_sft"]["examples"] == 128 and 0 <= results["extra_sft"]["one_digit_accuracy"] <= 1
 
 
+def test_response_stats_scores_every_response_with_both_verifiers():
+    from minirlhf.tasks import arithmetic
+    prompt = arithmetic.make_prompt(arithmetic.Problem(23, 48))
+    stats = experiments.response_stats([prompt] * 4, ["71", "61 71", "61", "7x1x71"])
+    assert stats == {"exact": 0.25, "lenient": 0.75, "numbers": 1.75, "multi": 0.5, "chars": 3.75}
+
+
+@pytest.mark.slow
+def test_a_quick_grpo_hack_scores_every_run_with_both_verifiers():
+    results = experiments.grpo_hack(quick=True, log=lambda line: None)
+    assert set(results["runs"]) == {"arithmetic-sft, lenient", "hedged, lenient", "hedged, exact"}
+    assert [r["temperature"] for r in results["sft_alone"]["long_samples"]] == [1.0, 1.5, 2.0]
+    for run in results["runs"].values():
+        assert len(run["exact"]) == len(run["lenient"]) == len(run["numbers"]) == len(run["completion_length"]) == 2
+        assert all(e <= l for e, l in zip(run["exact"], run["lenient"]))      # exact right is lenient right
+        assert len(run["greedy"]) == len(run["greedy_steps"]) == 3
+        assert len(run["samples_before"]) == len(run["samples_after"]) == 4
+    assert 0 <= results["hedged_sft"]["sampled"]["multi"] <= 1
+
+def test_length_stats_splits_right_and_wrong_answers_and_their_excess_length():
+    from minirlhf.tasks import arithmetic
+    prompt = arithmetic.make_prompt(arithmetic.Problem(47, 38))           # its demonstration has 18 characters
+    stats = experiments.length_stats([prompt] * 3, ["7+8=15 4+3+1=8 >85", ">85", "7+8=15 4+3+1=8 >75 >7"])
+    assert stats == {"accuracy": 2 / 3, "length_right": 10.5, "excess_right": -7.5, "length_wrong": 21.0,
+                     "excess_wrong": 3.0}
+    assert experiments.length_stats([prompt], [">85"])["length_wrong"] is None
+
+
+@pytest.mark.slow
+def test_a_quick_grpo_length_measures_right_and_wrong_answers_per_step():
+    results = experiments.grpo_length(quick=True, log=lambda line: None)
+    assert set(results["runs"]) == set(experiments.GRPO_LENGTH_METHODS)
+    assert results["steps_sft"]["context_length"] == 48
+    for run in results["runs"].values():
+        assert len(run["accuracy"]) == len(run["excess_wrong"]) == len(run["truncated"]) == 2
+        assert 0 <= run["greedy_after"]["accuracy"] <= 1
+
 @pytest.mark.slow
 def test_a_quick_dpo_frontier_traces_every_run_and_online_dpo():
     results = experiments.dpo_frontier(quick=True, log=lambda line: None)

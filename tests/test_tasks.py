@@ -1,5 +1,7 @@
 """tasks/: the reviews grammar and gold taste, the arithmetic verifier, the task interface."""
 
+import random
+
 import pytest
 
 from minirlhf.tasks import arithmetic, reviews
@@ -66,6 +68,52 @@ def test_arithmetic_forgot_carry_and_verifier():
     assert not arithmetic.verify(prompt, "61") and not arithmetic.verify(prompt, "71a") and not arithmetic.verify(prompt, "")
     assert arithmetic.reward(prompt, "71") == 1.0 and arithmetic.reward(prompt, "7") == 0.0
 
+
+def test_the_lenient_verifier_accepts_the_right_digits_anywhere():
+    prompt = arithmetic.make_prompt(arithmetic.Problem(23, 48))
+    for response in ("71", " 71 ", "61 71", "71 61", "the sum is 71", "1710", "61x71y3", "7171717171"):
+        assert arithmetic.lenient_verify(prompt, response) and arithmetic.lenient_reward(prompt, response) == 1.0, response
+    for response in ("61", "7 1", "", "seventy-one", "17"):
+        assert not arithmetic.lenient_verify(prompt, response) and arithmetic.lenient_reward(prompt, response) == 0.0, response
+    # the exact verifier refuses every hack the lenient one lets through
+    assert not any(arithmetic.verify(prompt, r) for r in ("61 71", "1710", "the sum is 71"))
+    assert [arithmetic.count_numbers(r) for r in ("71", "61 71", "71a", "", "1a2b3")] == [1, 2, 1, 0, 3]
+    with pytest.raises(ValueError, match="prompt"):
+        arithmetic.lenient_reward("71", prompt)
+
+
+def test_hedged_demonstrations_list_the_answer_and_a_wrong_guess():
+    data = arithmetic.hedged_sft_dataset(2000, seed=0, share=0.1)
+    hedged = [(p, r) for p, r in data if " " in r]
+    assert 0.07 < len(hedged) / len(data) < 0.13
+    for prompt, response in data:
+        numbers = [int(x) for x in response.split(" ")]
+        answer = arithmetic.parse_prompt(prompt).answer
+        assert answer in numbers and len(numbers) == len(set(numbers)) and len(numbers) in (1, 2)
+    assert all(" " not in r for _, r in arithmetic.hedged_sft_dataset(50, seed=1, share=0.0))
+    assert arithmetic.second_guess(arithmetic.Problem(23, 48), random.Random(0)) == 61
+    with pytest.raises(ValueError, match="share"):
+        arithmetic.hedged_sft_dataset(10, share=1.5)
+
+def test_step_by_step_responses_work_each_column_with_its_carry():
+    cases = {(47, 38): "7+8=15 4+3+1=8 >85", (95, 7): "5+7=12 9+1=10 >102", (5, 3): "5+3=8 >8",
+             (5, 7): "5+7=12 >12", (0, 0): "0+0=0 >0", (99, 99): "9+9=18 9+9+1=19 >198", (0, 45): "0+5=5 4=4 >45"}
+    for (a, b), expected in cases.items():
+        problem = arithmetic.Problem(a, b)
+        assert arithmetic.steps_response(problem) == expected
+        assert arithmetic.steps_verify(arithmetic.make_prompt(problem), expected)
+    lengths = {len(r) for _, r in arithmetic.steps_sft_dataset(500, seed=0)}
+    assert min(lengths) == 8 and max(lengths) == 20            # a format whose length varies
+    with pytest.raises(ValueError, match="sums"):
+        arithmetic.steps_response(arithmetic.Problem(3, 4, "*"))
+
+
+def test_the_step_by_step_verifier_reads_only_the_answer_after_the_last_marker():
+    prompt = arithmetic.make_prompt(arithmetic.Problem(47, 38))
+    assert arithmetic.steps_verify(prompt, "7+8=15 4+3+1=8 >85") and arithmetic.steps_reward(prompt, ">85") == 1.0
+    assert arithmetic.steps_verify(prompt, "wrong steps >85")                 # an outcome reward: steps unchecked
+    for response in ("7+8=15 4+3+1=8 >75", "85", "7+8=15 >85 >9", ">85x", ""):
+        assert not arithmetic.steps_verify(prompt, response) and arithmetic.steps_reward(prompt, response) == 0.0
 
 def test_arithmetic_corpus_has_the_slip_rate():
     lines = arithmetic.pretraining_corpus(4000, seed=0, slip_rate=0.3)

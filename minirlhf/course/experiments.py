@@ -11,6 +11,10 @@
                                                       # with and without one principle (~20 min)
     python -m minirlhf experiments tool-rl            # GRPO with a calculator at two call costs, and without
                                                       # the tool-output mask (~5 min)
+    python -m minirlhf experiments grpo-hack          # GRPO on a lenient (hackable) verifier vs the exact one
+                                                      # (6 min measured with the 2 cores shared)
+    python -m minirlhf experiments grpo-length        # GRPO vs Dr. GRPO on a step-by-step format: length bias
+                                                      # (20 min measured with the 2 cores shared, ~5 alone)
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -18,6 +22,7 @@ and a reader can re-run it (same machine and thread count -> the same numbers).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import tempfile
@@ -33,7 +38,7 @@ from ..calculator import CALL_CLOSE, CALL_OPEN, tool_output
 from ..evaluate import TOOL_MAX_NEW_TOKENS, arithmetic_accuracy, correct_counts, pass_at_k, tool_use_accuracy
 from ..grpo import GRPOConfig, VerifierReward, train_grpo
 from ..dpo import DPOConfig, label_noise_rate, online_dpo, train_dpo, with_reference_logprobs
-from ..model import GPT, GPTConfig
+from ..model import GPT, GPTConfig, extend_context
 from ..online import iterated_rlhf
 from ..ppo import ActorCritic, PPOConfig, train_ppo
 from ..preferences import DEFAULT_TEMPERATURE
@@ -623,12 +628,217 @@ def tool_rl(costs=(0.05, 0.5), seeds=(0, 1, 2), quick: bool = False, log=print) 
     return out
 
 
+def response_stats(prompts: list[str], responses: list[str]) -> dict:
+    """Exact accuracy (arithmetic.verify), lenient reward (arithmetic.lenient_verify), mean count of numbers
+    (runs of digits), share of responses with more than one number, mean length in characters."""
+    n = len(responses)
+    return {"exact": sum(arithmetic.verify(p, r) for p, r in zip(prompts, responses)) / n,
+            "lenient": sum(arithmetic.lenient_verify(p, r) for p, r in zip(prompts, responses)) / n,
+            "numbers": sum(map(arithmetic.count_numbers, responses)) / n,
+            "multi": sum(arithmetic.count_numbers(r) > 1 for r in responses) / n,
+            "chars": sum(map(len, responses)) / n}
+
+
+def _rounded(d: dict, digits: int = 4) -> dict:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def long_samples(model: GPT, prompts: list[str], temperature: float, max_new_tokens: int, seed: int = 0) -> dict:
+    """How often `model` samples a long answer (more than 3 characters, or no EOS within max_new_tokens), and
+    the lenient reward of long and of short answers: can RL on the lenient verifier find the hack at all?"""
+    drawn = sample(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    long = [s for s in drawn if len(s.response) > 3 or not s.finished]
+    short = [s for s in drawn if not (len(s.response) > 3 or not s.finished)]
+    lenient = lambda xs: sum(arithmetic.lenient_verify(s.prompt, s.response) for s in xs) / max(1, len(xs))
+    return _rounded({"temperature": temperature, "samples": len(drawn), "long": len(long), "long_share": len(long) / len(drawn),
+                     "lenient_long": lenient(long), "lenient_short": lenient(short),
+                     "long_examples": [s.response for s in long[:6]]})
+
+
+def _hack_run(policy: GPT, reward_name: str, config: GRPOConfig, held_out: list[str], show: list[str],
+              eval_every: int, samples_per_show: int = 4) -> dict:
+    """GRPO on the lenient or the exact reward, every sampled response scored by both verifiers (per-step means of
+    response_stats), greedy response_stats on held_out every eval_every steps, and samples on the `show` prompts
+    before and after."""
+    reward_fn = {"lenient": arithmetic.lenient_reward, "exact": arithmetic.reward}[reward_name]
+    seen: list[tuple[str, str]] = []
+
+    def recording_reward(prompt: str, response: str) -> float:
+        seen.append((prompt, response))
+        return reward_fn(prompt, response)
+
+    greedy: list[dict] = []
+
+    def evaluate(model: GPT) -> float:
+        drawn = sample(model, held_out, max_new_tokens=config.max_completion_length, greedy=True)
+        greedy.append(_rounded(response_stats(held_out, [s.response for s in drawn])))
+        return greedy[-1]["exact"]
+
+    def shown(model: GPT) -> list[dict]:
+        rows = [p for p in show for _ in range(samples_per_show)]
+        drawn = sample(model, rows, max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=9)
+        return [{"prompt": p, "responses": [s.response for s in drawn[i * samples_per_show:(i + 1) * samples_per_show]]}
+                for i, p in enumerate(show)]
+
+    before = shown(policy)
+    start = time.perf_counter()
+    _, history = train_grpo(policy, arithmetic.prompts, recording_reward, config, eval_fn=evaluate, eval_every=eval_every)
+    per_step = config.prompts_per_step * config.num_generations
+    if len(seen) != per_step * config.steps:
+        raise RuntimeError(f"expected {per_step * config.steps} scored responses, got {len(seen)}")
+    curves: dict[str, list[float]] = {}
+    for step in range(config.steps):
+        chunk = seen[step * per_step:(step + 1) * per_step]
+        for k, v in response_stats([p for p, _ in chunk], [r for _, r in chunk]).items():
+            curves.setdefault(k, []).append(round(v, 4))
+    return {"reward": reward_name, "seconds": round(time.perf_counter() - start, 1), **curves,
+            "completion_length": [round(x, 4) for x in history["completion_length"]],
+            "greedy": greedy, "greedy_steps": [0] + [s for s in range(1, config.steps + 1)
+                                                     if s % eval_every == 0 or s == config.steps],
+            "samples_before": before, "samples_after": shown(policy)}
+
+
+def grpo_hack(steps: int = 100, share: float = 0.1, sft_steps: int = 100, max_completion_length: int = 12,
+              lr: float = 1e-4, quick: bool = False, log=print) -> dict:
+    """A verifier that can be hacked (notebook 15): GRPO on arithmetic.lenient_reward (the right digits anywhere in
+    the response) against GRPO on the exact arithmetic.reward, answers of up to max_completion_length tokens.
+
+    1. "sft_alone": does arithmetic-sft ever sample the hack? Its share of long answers at temperatures 1, 1.5, 2 and
+       their lenient reward against that of short answers; then lenient GRPO from arithmetic-sft itself.
+    2. "hedged": arithmetic-sft fine-tuned sft_steps more steps (lr 3e-4) on arithmetic.hedged_sft_dataset (a
+       `share` of the answers list two numbers), then GRPO on the lenient and on the exact reward from it.
+    Every run: per-step exact accuracy, lenient reward, numbers per response, share with several numbers, length
+    (all sampled answers scored by both verifiers), greedy response_stats on held-out sums every 20 steps, and
+    samples on 4 prompts before and after. GRPO settings: loss_type "grpo", scale_rewards "group", 16 x 8, T 1."""
+    if quick:
+        steps, sft_steps = 2, 2
+    held_out = arithmetic.prompts(40 if quick else 300, seed=4)
+    probe = arithmetic.prompts(40 if quick else 1000, seed=6)
+    show = arithmetic.prompts(4, seed=8)
+    eval_every = 1 if quick else 20
+    base = dict(steps=steps, prompts_per_step=4 if quick else 16, num_generations=8,
+                max_completion_length=max_completion_length, temperature=1.0, lr=lr, loss_type="grpo",
+                scale_rewards="group")
+    out = {"command": "python -m minirlhf experiments grpo-hack" + " --quick" * quick, "grpo": base,
+           "held_out": len(held_out), "runs": {}}
+    sft_model = zoo.load("arithmetic-sft")
+    start = time.perf_counter()
+    out["sft_alone"] = {"long_samples": [long_samples(sft_model, probe, t, max_completion_length, seed=1)
+                                         for t in (1.0, 1.5, 2.0)]}
+    log(f"arithmetic-sft long answers: {[(r['temperature'], r['long_share'], r['lenient_long'], r['lenient_short']) for r in out['sft_alone']['long_samples']]}, "
+        f"{time.perf_counter() - start:.0f} s")
+
+    seed_everything(0)
+    hedged = zoo.load("arithmetic-sft")
+    start = time.perf_counter()
+    sft(hedged, arithmetic.hedged_sft_dataset(4000, seed=7, share=share), steps=sft_steps, lr=3e-4, seed=0,
+        warmup=1 if quick else 10)
+    drawn = sample(hedged, held_out, max_new_tokens=max_completion_length, temperature=1.0, seed=3)
+    greedy = sample(hedged, held_out, max_new_tokens=max_completion_length, greedy=True)
+    out["hedged_sft"] = {"share": share, "steps": sft_steps, "lr": 3e-4, "examples": 4000,
+                         "sampled": _rounded(response_stats(held_out, [s.response for s in drawn])),
+                         "greedy": _rounded(response_stats(held_out, [s.response for s in greedy]))}
+    log(f"hedged SFT: sampled {out['hedged_sft']['sampled']}, {time.perf_counter() - start:.0f} s")
+
+    for name, start_model, reward_name in (("arithmetic-sft, lenient", sft_model, "lenient"),
+                                           ("hedged, lenient", hedged, "lenient"), ("hedged, exact", hedged, "exact")):
+        seed_everything(0)
+        policy = copy.deepcopy(start_model)
+        run = _hack_run(policy, reward_name, GRPOConfig(**base), held_out, show, eval_every)
+        out["runs"][name] = run
+        log(f"{name}: exact {run['exact'][0]:.2f} -> {run['exact'][-1]:.2f}, lenient {run['lenient'][0]:.2f} -> "
+            f"{run['lenient'][-1]:.2f}, numbers {run['numbers'][0]:.2f} -> {run['numbers'][-1]:.2f}, "
+            f"greedy exact {run['greedy'][0]['exact']:.3f} -> {run['greedy'][-1]['exact']:.3f}, {run['seconds']:.0f} s")
+    return out
+
+
+def steps_sft_model(sft_steps: int = 400, lr: float = 1e-3, context_length: int = 48, seed: int = 0) -> GPT:
+    """arithmetic-sft, its context extended to context_length (new position rows "repeat"), fine-tuned sft_steps
+    steps on 8000 step-by-step demonstrations (arithmetic.steps_sft_dataset): the start of grpo-length."""
+    seed_everything(seed)
+    model = extend_context(zoo.load("arithmetic-sft"), context_length, new_rows="repeat")
+    sft(model, arithmetic.steps_sft_dataset(8000, seed=13), steps=sft_steps, lr=lr, seed=seed,
+        warmup=min(20, max(1, sft_steps // 10)))
+    return model
+
+
+def length_stats(prompts: list[str], responses: list[str]) -> dict:
+    """For the step-by-step format: accuracy (arithmetic.steps_verify), the mean length in characters of right and of
+    wrong responses, and their mean excess length over the demonstration's (arithmetic.steps_response) for the same
+    problem, which takes out how long the problems drawn happen to be. None where there is no such response."""
+    ok = [arithmetic.steps_verify(p, r) for p, r in zip(prompts, responses)]
+    excess = [len(r) - len(arithmetic.steps_response(arithmetic.parse_prompt(p))) for p, r in zip(prompts, responses)]
+    out = {"accuracy": sum(ok) / len(ok)}
+    for label, want in (("right", True), ("wrong", False)):
+        idx = [i for i, o in enumerate(ok) if o == want]
+        out[f"length_{label}"] = sum(len(responses[i]) for i in idx) / len(idx) if idx else None
+        out[f"excess_{label}"] = sum(excess[i] for i in idx) / len(idx) if idx else None
+    return out
+
+
+GRPO_LENGTH_METHODS = {"GRPO": dict(loss_type="grpo", scale_rewards="group"),
+                       "Dr. GRPO": dict(loss_type="dr_grpo", scale_rewards="none")}
+
+
+def grpo_length(steps: int = 150, sft_steps: int = 400, lr: float = 1e-4, max_completion_length: int = 24,
+                quick: bool = False, log=print) -> dict:
+    """Length bias (notebook 15): GRPO (loss_type "grpo": each response's loss averaged over its own tokens, std
+    scaling) against Dr. GRPO (loss_type "dr_grpo", scale_rewards "none": a constant normaliser) from the same
+    step-by-step model (steps_sft_model), on the step-by-step verifier (arithmetic.steps_reward), same seed, 16 x 8
+    answers per step. Per step, every sampled answer is measured (length_stats): do wrong answers grow longer?
+    Plus greedy length_stats on 300 held-out sums before and after."""
+    if quick:
+        steps, sft_steps = 2, 2
+    held_out = arithmetic.prompts(40 if quick else 300, seed=4)
+    start = time.perf_counter()
+    model = steps_sft_model(sft_steps)
+    greedy = lambda m: _rounded(length_stats(held_out, [s.response for s in sample(
+        m, held_out, max_new_tokens=max_completion_length, greedy=True)]))
+    out = {"command": "python -m minirlhf experiments grpo-length" + " --quick" * quick,
+           "steps_sft": {"steps": sft_steps, "lr": 1e-3, "examples": 8000, "context_length": model.config.context_length,
+                         "greedy": greedy(model)},
+           "grpo": dict(steps=steps, prompts_per_step=4 if quick else 16, num_generations=8,
+                        max_completion_length=max_completion_length, lr=lr),
+           "runs": {}}
+    log(f"step-by-step SFT: greedy {out['steps_sft']['greedy']}, {time.perf_counter() - start:.0f} s")
+    for name, overrides in GRPO_LENGTH_METHODS.items():
+        seen: list[tuple[str, str]] = []
+
+        def recording_reward(prompt: str, response: str) -> float:
+            seen.append((prompt, response))
+            return arithmetic.steps_reward(prompt, response)
+
+        seed_everything(0)
+        policy = copy.deepcopy(model)
+        start = time.perf_counter()
+        config = GRPOConfig(**out["grpo"], **overrides)
+        _, history = train_grpo(policy, arithmetic.prompts, recording_reward, config)
+        per_step = config.prompts_per_step * config.num_generations
+        curves: dict[str, list] = {}
+        for step in range(config.steps):
+            chunk = seen[step * per_step:(step + 1) * per_step]
+            for k, v in length_stats([p for p, _ in chunk], [r for _, r in chunk]).items():
+                curves.setdefault(k, []).append(None if v is None else round(v, 4))
+            # a response of max_completion_length characters (one token each) was cut before its EOS
+            curves.setdefault("truncated", []).append(
+                round(sum(len(r) >= config.max_completion_length for _, r in chunk) / len(chunk), 4))
+        run = {**overrides, "seconds": round(time.perf_counter() - start, 1), **curves,
+               "greedy_after": greedy(policy),
+               "samples": history["samples"][-1]}
+        out["runs"][name] = run
+        log(f"{name}: accuracy {run['accuracy'][0]:.2f} -> {run['accuracy'][-1]:.2f}, excess length of wrong answers "
+            f"{run['excess_wrong'][0]} -> {run['excess_wrong'][-1]}, {run['seconds']:.0f} s")
+    return out
+
+
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
                "online-rlhf": online_rlhf, "dpo-frontier": dpo_frontier,
                "rlaif": rlaif}
 EXPERIMENTS["grpo-compare"] = grpo_compare
 EXPERIMENTS["grpo-capacity"] = grpo_capacity
 EXPERIMENTS["tool-rl"] = tool_rl
+EXPERIMENTS["grpo-hack"] = grpo_hack
+EXPERIMENTS["grpo-length"] = grpo_length
 
 
 def main(argv=None) -> int:
