@@ -10,7 +10,7 @@
     python -m minirlhf experiments rlaif              # reward models on AI vs human labels; PPO against them,
                                                       # with and without one principle (~20 min)
     python -m minirlhf experiments tool-rl            # GRPO with a calculator at two call costs, and without
-                                                      # the tool-output mask (~5 min)
+                                                      # the tool-output mask, 3 seeds (~25 min)
     python -m minirlhf experiments grpo-hack          # GRPO on a lenient (hackable) verifier vs the exact one
                                                       # (6 min measured with the 2 cores shared)
     python -m minirlhf experiments grpo-length        # GRPO vs Dr. GRPO on a step-by-step format: length bias
