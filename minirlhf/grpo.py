@@ -28,7 +28,7 @@ import torch
 from .advantages import BASELINES, SCALE_REWARDS, group_advantages, masked_mean, zero_std_groups
 from .generation import Generation, generate
 from .logprobs import kl_k3, response_logprobs
-from .losses import LOSS_TYPES, grpo_loss
+from .losses import LOSS_TYPES, aggregate_token_losses, grpo_loss
 from .model import GPT
 from .rl import check_finite, progress_bar
 from .sampling import prompt_source
@@ -332,3 +332,51 @@ class VerifierReward(torch.nn.Module):
             cut += len(self.prompt_end)
             scores.append(float(self.reward_fn(text[:cut], text[cut:])))
         return torch.tensor(scores, device=tokens.device)
+
+
+# ---------------------------------------------------------------- the length bias, in a bandit (notebook 15)
+def length_bandit(loss_type: str, *, steps: int = 300, prompts_per_step: int = 16, num_generations: int = 8,
+                  max_length: int = 12, p_right: float = 0.5, lr: float = 1.0, seed: int = 0) -> dict:
+    """Does the loss aggregation alone make wrong answers longer? A policy that sees whether its answer is right
+    (as a model sees that its working went wrong) and then only chooses how long to go on.
+
+    Each answer: a coin, right with probability p_right (not learned: the same for every method), then tokens
+    "go on" or "stop" from a tabular policy, one logit per (right or wrong, position): at most max_length
+    tokens, the stop token included. Reward 1 if right. The answer's length carries no reward, so an unbiased
+    gradient leaves both length policies where they start (every logit 0: go on with probability 1/2, a mean
+    length of about 2). GRPO's
+    advantages ((r - mean) / std of each group), the clipped surrogate's first step, aggregated by loss_type
+    with `losses.aggregate_token_losses`: with "grpo" a token of a wrong answer is pushed down by |A| / L, so
+    short wrong answers are punished more per token and wrong answers drift longer, right ones shorter (Liu et
+    al. 2025); "dr_grpo" and "dapo" weigh every token alike. Returns per-step "length_right" and
+    "length_wrong" (mean lengths of the step's samples) and the final expected lengths "expected_right",
+    "expected_wrong"."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.zeros(2, max_length, dtype=torch.float64, requires_grad=True)   # go-on logits: [wrong, right]
+    optimizer = torch.optim.SGD([theta], lr=lr)        # plain SGD: Adam would turn zero-mean noise into a random walk
+    B, positions = prompts_per_step * num_generations, torch.arange(max_length)
+    history: dict = {"length_right": [], "length_wrong": []}
+    for _ in range(steps):
+        right = (torch.rand(B, generator=g) < p_right).long()
+        with torch.no_grad():
+            go_on = torch.rand(B, max_length, generator=g) < torch.sigmoid(theta[right])
+        go_on[:, -1] = False                               # the last position must stop
+        length = torch.argmin(go_on.long(), 1) + 1        # tokens up to and including the first stop
+        mask = positions[None, :] < length[:, None]
+        logits = theta[right]
+        logp = torch.where(go_on, torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits))
+        advantages = group_advantages(right.double().view(prompts_per_step, num_generations), "mean", "group").view(-1)
+        per_token = -torch.exp(logp - logp.detach()) * advantages[:, None]
+        loss = aggregate_token_losses(per_token, mask, loss_type, max_length)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        for name, which in (("length_right", right == 1), ("length_wrong", right == 0)):
+            history[name].append(float(length[which].double().mean()) if which.any() else float("nan"))
+    with torch.no_grad():                                  # expected length: sum over t of P(still going at t)
+        going = torch.cumprod(torch.sigmoid(theta[:, :-1]), 1)
+        expected = 1 + going.sum(1)
+    history["expected_wrong"], history["expected_right"] = float(expected[0]), float(expected[1])
+    return history

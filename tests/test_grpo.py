@@ -173,3 +173,14 @@ def test_train_grpo_with_a_tool_learns_when_a_call_pays():
         torch.set_num_threads(threads)
     (free_early, free_late), (dear_early, dear_late) = early_and_late(curves[0.0], 4), early_and_late(curves[2.0], 4)
     assert free_early < 0.4 and free_late > 0.6 and dear_late < 0.02, curves
+
+
+def test_the_length_bandit_shows_grpos_length_bias_and_dr_grpo_without_it():
+    """Length earns nothing; only the aggregation differs. Per-sequence mean: wrong answers grow (2 -> 5.6),
+    right ones shrink to 1 token; Dr. GRPO's constant normaliser leaves both at about 2."""
+    biased, constant = grpo.length_bandit("grpo"), grpo.length_bandit("dr_grpo")
+    assert biased["expected_wrong"] > 4.5 and biased["expected_right"] < 1.2
+    assert abs(constant["expected_wrong"] - 2) < 0.3 and abs(constant["expected_right"] - 2) < 0.3
+    assert len(biased["length_wrong"]) == 300 and sum(biased["length_wrong"][-20:]) / 20 > sum(biased["length_wrong"][:20]) / 20 + 2
+    with pytest.raises(ValueError, match="loss_type"):
+        grpo.length_bandit("token")
