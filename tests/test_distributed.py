@@ -1,10 +1,4 @@
 """distributed.py: the package's losses under torch.distributed (gloo on CPU), launched with torchrun."""
-import json
-import os
-import shutil
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -31,47 +25,31 @@ def test_setup_outside_torchrun_says_how_to_launch(monkeypatch):
         distributed.setup()
 
 
-def _torchrun(tmp_path, *extra):
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found next to this Python (it ships with torch)")
-    out = tmp_path / "ddp.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *extra, "-m", "minirlhf.distributed",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text()), done.stdout
+def test_a_failed_launch_raises_with_the_workers_error(tmp_path):
+    launch = [distributed._torchrun(), "--standalone", "--nproc_per_node=1", "-m", "minirlhf.distributed"]
+    with pytest.raises(RuntimeError, match="(?s)torchrun failed: .*unrecognized arguments: --bogus"):
+        distributed._launch([launch + ["--bogus"]], tmp_path / "out.json", timeout=120)
+    with pytest.raises(RuntimeError, match="wrote no"):
+        distributed._launch([launch + ["--steps", "0"]], tmp_path / "none.json", timeout=120)   # no --out: nothing written
 
 
 @pytest.mark.slow
-def test_two_processes_take_the_one_process_step_and_each_pitfall_is_measurably_wrong(tmp_path):
-    result, stdout = _torchrun(tmp_path)
+def test_two_processes_take_the_one_process_step_and_each_pitfall_is_measurably_wrong():
+    result = distributed.run_standalone()
     runs = result["runs"]
-    assert result["world_size"] == 2 and "max |parameters" in stdout
+    assert result["world_size"] == 2
     for name in ("sft", "dpo", "grpo", "sft, FSDP2 (fully_shard)"):
         assert runs[name]["max_abs_diff"] < 1e-6 and runs[name]["max_abs_update"] > 1e-2, (name, runs[name])
+        assert [r["rank"] for r in runs[name]["ranks"]] == [0, 1]
     for name in ("sft, local token counts (pitfall)", "grpo, local token counts (pitfall)",
                  "grpo, groups split over ranks (pitfall)"):
         assert runs[name]["max_abs_diff"] > 1e-3, (name, runs[name])
 
 
 @pytest.mark.slow
-def test_two_nodes_on_loopback_run_the_same_command(tmp_path):
+def test_two_nodes_on_loopback_run_the_same_command():
     """--nnodes=2: two torchrun launchers (here both on this machine, one process each) meet at a master address."""
-    import socket
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found next to this Python (it ships with torch)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen([torchrun, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
-                               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "minirlhf.distributed",
-                               "--out", str(tmp_path / f"node{rank}.json")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
-    outputs = [node.communicate(timeout=300) for node in nodes]
-    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outputs]
-    runs = json.loads((tmp_path / "node0.json").read_text())["runs"]
-    assert not (tmp_path / "node1.json").exists()               # only global rank 0 writes
+    result = distributed.run_nodes(2)
+    assert result["world_size"] == 2 and result["files_written"] == ["node0.json"]    # only global rank 0 writes
+    runs = result["runs"]
     assert runs["dpo"]["max_abs_diff"] < 1e-6 and runs["grpo, groups split over ranks (pitfall)"]["max_abs_diff"] > 1e-3
