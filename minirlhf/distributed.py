@@ -14,7 +14,7 @@ its share of the global loss in this sense:
 - A mean over examples (DPO, a sequence-level loss) with equal shards: the local mean is right.
 - A mean over tokens (SFT, GRPO's "dapo" token mean) with ragged rows: the ranks hold different numbers of
   tokens, and sum_r / own count_r averaged over ranks is not sum / total count. Divide the local sum by the
-  global count / W instead (`global_token_mean`: one all-reduce of a count).
+  global count / W instead: pass `num_items(mask)` (one all-reduce of a count) to the package's losses.
 - Group statistics (GRPO's mean and std of a prompt's G rewards): a group split over ranks gets a different
   mean on each half. Keep a prompt's G answers on one rank (`shard_groups`), or all-reduce the statistics.
 - Sampling: seed each rank differently (`rank_seed`), else every rank samples the same answers and the W
@@ -40,7 +40,7 @@ from torch.distributed.fsdp import fully_shard
 
 from .advantages import group_advantages
 from .logprobs import response_logprobs, sequence_logprobs
-from .losses import dpo_loss
+from .losses import dpo_loss, grpo_loss, next_token_loss
 from .model import GPT, GPTConfig
 from .tokenizer import TOKENIZER
 
@@ -88,14 +88,14 @@ def global_count(mask: torch.Tensor) -> torch.Tensor:
     return count
 
 
-def global_token_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The local loss whose average over ranks (what DDP's gradient is) is the global token mean:
+def num_items(mask: torch.Tensor) -> torch.Tensor:
+    """The denominator that makes a token mean right under DDP: the global token count / the number of ranks,
 
         local = sum_{local tokens} l / (N_global / W),   so   (1/W) sum_r local_r = sum_{all tokens} l / N_global.
 
-    per_token, mask (B, N) on this rank's rows. With one process it is the plain token mean."""
+    Pass it as `num_items` to losses.next_token_loss or losses.grpo_loss ("dapo"). With one process: the count."""
     world = dist.get_world_size() if dist.is_initialized() else 1
-    return (per_token * mask).sum() / (global_count(mask).to(per_token.dtype) / world).clamp(min=1)
+    return (global_count(mask) / world).clamp(min=1)
 
 
 # ---------------------------------------------------------------- the equivalence check
@@ -131,24 +131,23 @@ def _batch(kind: str, n: int = 8, num_generations: int = 4) -> dict:
     return {"tokens": tokens, "mask": mask, "rewards": rewards, "num_generations": num_generations}
 
 
-def _loss(kind: str, model, batch: dict, rows: slice, *, token_mean, split_groups_over: int = 1) -> torch.Tensor:
-    """The loss of `kind` on batch rows `rows`, with token_mean(per_token, mask) as the token aggregation."""
+def _loss(kind: str, model, batch: dict, rows: slice, *, global_count_: bool, split_groups_over: int = 1) -> torch.Tensor:
+    """The package's loss of `kind` on batch rows `rows`: losses.next_token_loss (SFT), losses.dpo_loss on
+    logprobs.sequence_logprobs (DPO), losses.grpo_loss with loss_type "dapo" (GRPO, first step: old = current).
+    Token means divide by num_items(mask) if global_count_, else by this rank's own count (the pitfall)."""
     if kind == "dpo":
         pc = sequence_logprobs(model, batch["chosen"][rows], batch["chosen_mask"][rows])
         pr = sequence_logprobs(model, batch["rejected"][rows], batch["rejected_mask"][rows])
         return dpo_loss(pc, pr, batch["ref_chosen"][rows], batch["ref_rejected"][rows], beta=0.1)
     tokens, mask = batch["tokens"][rows], batch["mask"][rows]
+    count = num_items(mask[:, 1:]) if global_count_ else None
     if kind == "sft":
-        logits = model(tokens, tokens != TOKENIZER.pad_id)
-        per_token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
-        return token_mean(per_token, mask[:, 1:])
-    # grpo: advantages from each group's rewards; the batch's rows are grouped G at a time
-    G = batch["num_generations"]
+        return next_token_loss(model(tokens, tokens != TOKENIZER.pad_id), tokens, mask, num_items=count)
+    G = batch["num_generations"]   # grpo: advantages from each group's rewards, G rows at a time
     rewards = batch["rewards"].reshape(-1)[rows].view(-1, G // split_groups_over)
     advantages = group_advantages(rewards, "mean", "group").reshape(-1)
     logp, _ = response_logprobs(model, tokens, tokens != TOKENIZER.pad_id, 1)
-    per_token = -torch.exp(logp - logp.detach()) * advantages[:, None]      # the surrogate's first step (ratio 1)
-    return token_mean(per_token, mask[:, 1:])
+    return grpo_loss(logp, logp.detach(), advantages, mask[:, 1:], "dapo", num_items=count)
 
 
 def _train(kind: str, model, batch: dict, rows: slice, steps: int, lr: float, **loss_options) -> list[float]:
@@ -171,11 +170,6 @@ def _what_this_rank_holds(kind: str, batch: dict, rows: slice) -> dict:
     return {"rows": [rows.start, rows.stop], "tokens": int(batch["mask"][rows][:, 1:].sum())}
 
 
-def _local_token_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The pitfall: each rank divides by its own token count."""
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)
-
-
 def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
     """On every rank: train a DDP copy of a tiny GPT on this rank's shard for `steps` SGD steps, for SFT
     (token mean), DPO (pair mean) and GRPO (token mean, whole groups), the right way and with each pitfall
@@ -186,8 +180,8 @@ def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
     in place of DDP."""
     rank, world, device = setup()
     runs = {"sft": ("sft", {}), "dpo": ("dpo", {}), "grpo": ("grpo", {}),
-            "sft, local token counts (pitfall)": ("sft", {"token_mean": _local_token_mean}),
-            "grpo, local token counts (pitfall)": ("grpo", {"token_mean": _local_token_mean}),
+            "sft, local token counts (pitfall)": ("sft", {"global_count_": False}),
+            "grpo, local token counts (pitfall)": ("grpo", {"global_count_": False}),
             "grpo, groups split over ranks (pitfall)": ("grpo", {"split_groups_over": world}),
             "sft, FSDP2 (fully_shard)": ("sft", {"fsdp": True})}
     out = {}
@@ -204,7 +198,7 @@ def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
             order = torch.arange(n).view(-1, world, G // world).transpose(0, 1).reshape(-1)
             batch = {**batch, "tokens": batch["tokens"][order], "mask": batch["mask"][order],
                      "rewards": batch["rewards"].reshape(-1)[order].view(-1, G)}
-        options = {"token_mean": global_token_mean, **options}
+        options = {"global_count_": True, **options}
         model = _tiny_gpt().to(device).eval()
         if fsdp:
             fully_shard(model)      # FSDP2: each rank keeps a shard of every parameter (a DTensor)
@@ -218,7 +212,7 @@ def equivalence_check(steps: int = 3, lr: float = 0.5) -> dict:
         if rank == 0:
             single = _tiny_gpt().to(device).eval()
             full = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in _batch(kind).items()}
-            _train(kind, single, full, slice(0, n), steps, lr, token_mean=_local_token_mean)
+            _train(kind, single, full, slice(0, n), steps, lr, global_count_=False)   # one process: its count is global
             start = _tiny_gpt().to(device)
             with torch.no_grad():
                 out[name] = {"ranks": seen, "max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(params, single.parameters())),

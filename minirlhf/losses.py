@@ -11,14 +11,16 @@ from .logprobs import kl_k3
 from .tokenizer import PAD_ID
 
 
-def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torch.Tensor | None = None,
+                    num_items: torch.Tensor | float | None = None) -> torch.Tensor:
     """Language-modelling loss: mean negative log-likelihood of each next token.
 
         L = -(1/|M|) * sum_{(b,t) in M} log softmax(logits[b, t])[tokens[b, t+1]]
 
     logits (B, T, V): position t predicts token t+1, so the last position predicts nothing.
     tokens (B, T) long. loss_mask (B, T) bool, optional: which *target* tokens count (M is the set
-    of (b, t) with loss_mask[b, t+1]); None counts every target.
+    of (b, t) with loss_mask[b, t+1]); None counts every target. num_items: divide by this instead of |M|
+    (TRL's num_items_in_batch: on several ranks, the global count / the number of ranks; see distributed.py).
     """
     if logits.shape[:2] != tokens.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} must agree on (B, T)")
@@ -27,7 +29,7 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torch
     if loss_mask is None:
         return nll.mean()
     mask = loss_mask[:, 1:].reshape(-1).to(nll.dtype)
-    return (nll * mask).sum() / mask.sum().clamp(min=1)
+    return (nll * mask).sum() / (mask.sum().clamp(min=1) if num_items is None else num_items)
 
 
 def sft_loss_mask(tokens: torch.Tensor, prompt_lengths: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
@@ -141,7 +143,8 @@ def clipped_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advant
 
 
 def aggregate_token_losses(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
-                           max_completion_length: int | None = None) -> torch.Tensor:
+                           max_completion_length: int | None = None,
+                           num_items: torch.Tensor | float | None = None) -> torch.Tensor:
     """One scalar from per-token losses (B, N) on the tokens where mask (B, N) is True.
 
         grpo:    1/B sum_b [ 1/|y_b| sum_t l_bt ]        each response weighs the same, whatever its length
@@ -151,7 +154,9 @@ def aggregate_token_losses(per_token: torch.Tensor, mask: torch.Tensor, loss_typ
     |y_b| = mask[b].sum() (tokens that count: not padding, and later not a tool's output); L_max =
     max_completion_length. With "grpo" a 4-token response gives each token weight 1/4 and a 7-token one
     1/7, so with a negative advantage a long wrong answer is punished less per token: wrong answers
-    may grow longer (Liu et al. 2025). A row with no counted token contributes 0.
+    may grow longer (Liu et al. 2025). A row with no counted token contributes 0. num_items: the "dapo"
+    denominator in place of sum_b |y_b| (on several ranks: the global token count / the number of ranks, so that
+    DDP's average of the ranks' losses is the global token mean; distributed.py).
     """
     if per_token.shape != mask.shape:
         raise ValueError(f"per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} must both be (B, N)")
@@ -160,7 +165,7 @@ def aggregate_token_losses(per_token: torch.Tensor, mask: torch.Tensor, loss_typ
     if loss_type == "grpo":
         return (summed.sum(1) / m.sum(1).clamp(min=1)).mean()
     if loss_type == "dapo":
-        return summed.sum() / m.sum().clamp(min=1)
+        return summed.sum() / (m.sum().clamp(min=1) if num_items is None else num_items)
     if loss_type == "dr_grpo":
         if max_completion_length is None or max_completion_length < 1:
             raise ValueError("loss_type 'dr_grpo' divides by B * max_completion_length: pass max_completion_length >= 1")
@@ -171,21 +176,21 @@ def aggregate_token_losses(per_token: torch.Tensor, mask: torch.Tensor, loss_typ
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
               loss_type: str = "dapo", epsilon: float = 0.2, epsilon_high: float | None = None,
               max_completion_length: int | None = None, ref_logprobs: torch.Tensor | None = None,
-              beta: float = 0.0) -> torch.Tensor:
+              beta: float = 0.0, num_items: torch.Tensor | float | None = None) -> torch.Tensor:
     """The GRPO family's loss, to minimise: the clipped surrogate with one advantage per response,
     plus (if beta > 0) the k3 KL to the reference in the loss (not in the reward), aggregated by loss_type.
 
         l_bt = -clipped_surrogate(logp_bt, old_bt, A_b) + beta * k3(logp_bt, ref_bt)      L = aggregate(l, mask)
 
     logprobs (B, N) with gradient; old_logprobs, ref_logprobs (B, N) and advantages (B,) constants;
-    mask (B, N) bool: the tokens the policy sampled and that count (see aggregate_token_losses).
+    mask (B, N) bool: the tokens the policy sampled and that count (see aggregate_token_losses, and num_items there).
     """
     per_token = -clipped_surrogate(logprobs, old_logprobs, advantages.detach()[:, None], epsilon, epsilon_high)
     if beta:
         if ref_logprobs is None:
             raise ValueError("beta > 0 needs ref_logprobs (the reference model's log-probs of the same tokens)")
         per_token = per_token + beta * kl_k3(logprobs, ref_logprobs.detach())
-    return aggregate_token_losses(per_token, mask, loss_type, max_completion_length)
+    return aggregate_token_losses(per_token, mask, loss_type, max_completion_length, num_items)
 
 
 # ---------------------------------------------------------------- DPO and friends (notebook 13)

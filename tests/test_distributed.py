@@ -13,10 +13,16 @@ def test_shards_are_contiguous_equal_and_keep_groups_whole():
     assert len({distributed.rank_seed(0, r) for r in range(8)}) == 8 and distributed.rank_seed(5, 0) == 5
 
 
-def test_global_token_mean_is_the_token_mean_in_one_process():
+def test_num_items_is_the_token_count_in_one_process_and_the_losses_take_it():
+    from minirlhf.losses import aggregate_token_losses, next_token_loss
     per_token = torch.tensor([[1.0, 2.0, 3.0, 0.0], [4.0, 5.0, 6.0, 7.0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
-    assert float(distributed.global_token_mean(per_token, mask)) == pytest.approx(28 / 7)
+    assert float(distributed.num_items(mask)) == 7
+    assert float(aggregate_token_losses(per_token, mask, "dapo", num_items=distributed.num_items(mask))) == pytest.approx(28 / 7)
+    assert float(aggregate_token_losses(per_token, mask, "dapo", num_items=14.0)) == pytest.approx(2.0)
+    logits, tokens = torch.randn(2, 4, 5), torch.randint(0, 5, (2, 4))
+    assert float(next_token_loss(logits, tokens, mask, num_items=6.0)) == pytest.approx(
+        float(next_token_loss(logits, tokens, mask)) * mask[:, 1:].sum().item() / 6.0)
 
 
 def test_setup_outside_torchrun_says_how_to_launch(monkeypatch):
