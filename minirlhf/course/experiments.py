@@ -535,11 +535,10 @@ def rlaif(n_human: int = 400, factor: int = 10, missing: str = "grammar", ppo_mo
 def tool_buckets(n: int, seed: int = 0) -> dict[str, list[str]]:
     """n tool_arithmetic prompts of each kind: two-digit products, sums with a one-digit operand (where the
     model alone is weakest), sums of two two-digit numbers."""
-    sums = tool_arithmetic.prompts(8 * n, seed=seed, product_share=0.0)
-    one = [p for p in sums if min(tool_arithmetic.parse_prompt(p).a, tool_arithmetic.parse_prompt(p).b) < 10]
-    two = [p for p in sums if min(tool_arithmetic.parse_prompt(p).a, tool_arithmetic.parse_prompt(p).b) >= 10]
+    sums = tool_arithmetic.prompts(8 * n, seed=seed, product_share=0.0)   # about 1 in 5 has a one-digit operand
+    kinds = [bucket_of(p) for p in sums]
     return {"products": tool_arithmetic.prompts(n, seed=seed + 1, product_share=1.0),
-            "one-digit sums": one[:n], "two-digit sums": two[:n]}
+            **{kind: [p for p, k in zip(sums, kinds) if k == kind][:n] for kind in ("one-digit sums", "two-digit sums")}}
 
 
 def bucket_of(prompt: str) -> str:
