@@ -17,10 +17,11 @@ its share of the global loss in this sense:
   global count / W instead: pass `num_items(mask)` (one all-reduce of a count) to the package's losses.
 - Group statistics (GRPO's mean and std of a prompt's G rewards): a group split over ranks gets a different
   mean on each half. Keep a prompt's G answers on one rank (`shard_groups`), or all-reduce the statistics.
-- Sampling: seed each rank differently (`rank_seed`), else every rank samples the same answers and the W
-  shards hold one batch W times.
+- Sampling: seed each rank differently (`rank_seed`), else ranks that sample answers to the same prompts (a GRPO
+  group spread over ranks, best-of-n or online DPO pairs) sample the same answers: the W shards hold one batch W
+  times. `seed_pitfall` measures this without launching processes.
 
-`equivalence_check` measures these: parameters after a few DDP steps against one process on the whole batch,
+`equivalence_check` measures the first two: parameters after a few DDP steps against one process on the whole batch,
 the right way and with each pitfall. gloo on CPU, NCCL on CUDA; the device comes from the rank.
 """
 from __future__ import annotations
@@ -38,10 +39,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
-from .advantages import group_advantages
+from .advantages import group_advantages, zero_std_groups
 from .logprobs import response_logprobs, sequence_logprobs
 from .losses import dpo_loss, grpo_loss, next_token_loss
 from .model import GPT, GPTConfig
+from .sampling import sample
+from .tasks import arithmetic
 from .tokenizer import TOKENIZER
 
 
@@ -96,6 +99,54 @@ def num_items(mask: torch.Tensor) -> torch.Tensor:
     Pass it as `num_items` to losses.next_token_loss or losses.grpo_loss ("dapo"). With one process: the count."""
     world = dist.get_world_size() if dist.is_initialized() else 1
     return (global_count(mask) / world).clamp(min=1)
+
+
+# ---------------------------------------------------------------- the same seed on every rank
+def seed_pitfall(model: GPT | None = None, prompts: list[str] | None = None, reward_fn=None, *, world: int = 2,
+                 num_generations: int = 8, max_new_tokens: int = 8, seed: int = 0, temperature: float = 1.0) -> dict:
+    """The "same seed on every rank" pitfall, measured in one process: `world` simulated ranks share every GRPO group,
+    each sampling num_generations // world answers to every prompt with the package's sampling (sampling.sample,
+    one seeded generator per rank), as TRL's GRPOTrainer does when num_generations exceeds the per-device batch
+    (why it seeds each process differently); best-of-n and online DPO pairs sampled on several ranks are the same
+    case. Run once with `seed` on every rank and once with rank_seed(seed, rank).
+
+    model: default an untrained tiny GPT (its samples almost never repeat by chance); prompts: default 16
+    arithmetic prompts; reward_fn(prompt, response) -> float: optional, adds the group statistics GRPO uses.
+    Returns {"world", "num_generations", "prompts", "same seed": {...}, "rank_seed": {...}} where each run has
+    samples (prompts x num_generations), distinct (distinct (prompt, answer) pairs), distinct_per_group (their mean
+    over groups), duplicated (the share of samples whose answer to the same prompt was also drawn on another rank:
+    1 if the ranks drew the same samples, the model's chance of a repeat otherwise) and, with reward_fn,
+    frac_reward_zero_std (groups whose rewards are all equal: no GRPO gradient) and reward_std (mean within-group
+    std, as grpo.train_grpo logs them). Nothing is assumed: every number is counted from the samples."""
+    if world < 2 or num_generations % world:
+        raise ValueError(f"need world >= 2 ranks that split num_generations evenly, got world={world}, "
+                         f"num_generations={num_generations}")
+    model = _tiny_gpt() if model is None else model
+    prompts = list(arithmetic.prompts(16, seed=0) if prompts is None else prompts)
+    per_rank = num_generations // world
+    out = {"world": world, "num_generations": num_generations, "prompts": len(prompts)}
+    for run, seed_of in (("same seed", lambda r: seed), ("rank_seed", lambda r: rank_seed(seed, r))):
+        answers = []    # answers[r][i]: rank r's per_rank answers to prompt i
+        for r in range(world):
+            drawn = sample(model, [p for p in prompts for _ in range(per_rank)], max_new_tokens=max_new_tokens,
+                           seed=seed_of(r), temperature=temperature)
+            answers.append([[s.response for s in drawn[i * per_rank:(i + 1) * per_rank]] for i in range(len(prompts))])
+        duplicated, distinct = 0, []
+        for i in range(len(prompts)):
+            for r in range(world):
+                elsewhere = {a for q in range(world) if q != r for a in answers[q][i]}
+                duplicated += sum(a in elsewhere for a in answers[r][i])
+            distinct.append(len({a for r in range(world) for a in answers[r][i]}))
+        stats = {"samples": len(prompts) * num_generations, "distinct": sum(distinct),
+                 "distinct_per_group": sum(distinct) / len(distinct),
+                 "duplicated": duplicated / (len(prompts) * num_generations)}
+        if reward_fn is not None:
+            rewards = torch.tensor([[float(reward_fn(p, a)) for r in range(world) for a in answers[r][i]]
+                                    for i, p in enumerate(prompts)])
+            stats["frac_reward_zero_std"] = float(zero_std_groups(rewards).float().mean())
+            stats["reward_std"] = float(rewards.std(-1, correction=0).mean())
+        out[run] = stats
+    return out
 
 
 # ---------------------------------------------------------------- the equivalence check

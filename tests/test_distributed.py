@@ -25,6 +25,37 @@ def test_num_items_is_the_token_count_in_one_process_and_the_losses_take_it():
         float(next_token_loss(logits, tokens, mask)) * mask[:, 1:].sum().item() / 6.0)
 
 
+def test_the_same_seed_on_every_rank_draws_every_sample_twice_and_rank_seed_does_not():
+    """Counted, not assumed: a tiny untrained GPT's answers almost never repeat by chance."""
+    for world in (2, 4):
+        result = distributed.seed_pitfall(world=world, num_generations=8)
+        same, seeded = result["same seed"], result["rank_seed"]
+        assert same["samples"] == seeded["samples"] == 16 * 8
+        assert same["duplicated"] == 1.0 and same["distinct_per_group"] == 8 / world
+        assert seeded["duplicated"] < 0.1 and seeded["distinct_per_group"] > 7
+
+
+def test_seed_pitfall_counts_repeats_a_model_draws_by_chance_and_the_group_statistics():
+    from minirlhf.model import GPT, GPTConfig
+    from minirlhf.tokenizer import TOKENIZER
+
+    class Fixed(GPT):            # always answers "7" then EOS: every sample repeats, whatever the seed
+        def forward(self, tokens, attention_mask=None, cache=None):
+            logits = torch.full((*tokens.shape, TOKENIZER.vocab_size), -1e4)
+            last = tokens[:, -1:]
+            logits[..., TOKENIZER.encode("7")[0]] = 0.0
+            logits[..., TOKENIZER.eos_id] = torch.where(last == TOKENIZER.encode("7")[0], 1e4, -1e4).float()
+            return logits
+
+    model = Fixed(GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=8, n_layers=1, n_heads=1))
+    result = distributed.seed_pitfall(model, ["q: 3+4\na: ", "q: 1+1\na: "], lambda p, a: float(a == "7"), world=2, num_generations=4)
+    for run in ("same seed", "rank_seed"):
+        assert result[run]["duplicated"] == 1.0 and result[run]["distinct"] == 2
+        assert result[run]["frac_reward_zero_std"] == 1.0 and result[run]["reward_std"] == 0.0
+    with pytest.raises(ValueError, match="split num_generations evenly"):
+        distributed.seed_pitfall(world=3, num_generations=8)
+
+
 def test_setup_outside_torchrun_says_how_to_launch(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(RuntimeError, match="torchrun --standalone"):
