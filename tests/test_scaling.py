@@ -38,6 +38,44 @@ def test_memory_table_and_bad_input():
             scaling.rlhf_memory(bad.pop("algorithm"), bad.pop("size"), **bad)
 
 
+def test_lora_a_small_critic_and_adam_offload_each_save_what_they_should():
+    shape = scaling.PUBLISHED_SHAPES["OPT-13B"]
+    assert scaling.lora_params(shape, 128) == 128 * 40 * 18 * 5120          # four d x d projections and a d x 4d MLP
+    plain = scaling.rlhf_memory("ppo", shape, rows_per_gpu=0)
+    assert plain["total"] == pytest.approx(36 * 13)                           # 16 + 16 + 2 + 2 bytes per parameter
+    lora = scaling.rlhf_memory("ppo", shape, rows_per_gpu=0, lora_rank=128)
+    assert lora["policy (frozen, LoRA adapters trained)"] == pytest.approx(2 * 13 + 16 * scaling.lora_params(shape, 128) / 1e9)
+    small = scaling.rlhf_memory("ppo", shape, rows_per_gpu=0, critic="0.1B")
+    assert small["value model (trained)"] == pytest.approx(16 * 0.124) and small["reward model"] == pytest.approx(2 * 0.124)
+    offload = scaling.rlhf_memory("ppo", shape, rows_per_gpu=0, adam_offload=True)
+    assert offload["total"] == pytest.approx(plain["total"] - 2 * 12 * 13)    # Adam's 12 bytes of both trained models
+    assert scaling.trained_model_bytes(7.5e9, 3, 64, adam_offload=True) == pytest.approx(4 * 7.5e9 / 64)
+    with pytest.raises(ValueError, match="for ppo only"):
+        scaling.rlhf_memory("dpo", "7B", critic="0.1B")
+    with pytest.raises(ValueError, match="LoRA rank"):
+        scaling.lora_params(shape, 0)
+
+
+def test_published_claims_hold_in_their_setting_and_what_full_fine_tuning_would_need():
+    """DeepSpeed-Chat (table 3 of its blog, the README's three examples) and OpenRLHF (70B on 16 A100-80G) against
+    rlhf_memory: every claim holds with the publication's LoRA / small critic / Adam offload (and for the "largest
+    model" claims the next OPT size does not fit); plain full fine-tuning with a policy-sized critic does not fit
+    where those savings are what made it possible, and the rows say which."""
+    rows = scaling.published_checks()
+    assert len(rows) == len(scaling.PUBLISHED) == 8
+    for r in rows:
+        assert r["url"].startswith("https://github.com/") and r["setting_url"].startswith("https://github.com/")
+        assert r["agrees"] and r["fits"] and r["ours_gb"] <= r["gpu_gb"], r
+        assert r["plain_gb"] >= r["ours_gb"] and r["savings"] != "none"
+    largest = [r for r in rows if r["next_size"]]
+    assert len(largest) == 4 and all(r["next_gb"] > r["gpu_gb"] for r in largest)
+    assert [r["plain_fits"] for r in rows] == [False, False, False, False, True, False, True, False]
+    a100_40 = rows[2]
+    assert a100_40["gpu_gb"] == pytest.approx(42.95, abs=0.01) and a100_40["gpu_gb"] - a100_40["ours_gb"] < 5   # tight
+    openrlhf = rows[-1]
+    assert openrlhf["savings"] == "Adam in CPU memory" and openrlhf["plain_gb"] > 2 * openrlhf["gpu_gb"]
+
+
 def test_zero_memory_check(capsys):
     def by_parts(params, stage, world):          # right, written differently: what each GPU keeps, part by part
         sharded = {0: 0, 1: 12, 2: 14, 3: 16}[stage]
