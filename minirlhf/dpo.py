@@ -245,6 +245,56 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
     return history
 
 
+def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, reference=None) -> dict:
+    """KTO on unpaired thumbs [{prompt, response, desirable}] (TRL's KTOTrainer on an unpaired dataset).
+
+    Each step takes config.batch_size random examples, their summed log-probs under the policy (one forward
+    pass) and the reference's (computed once, before training), and one clipped AdamW step on losses.kto_loss
+    with config.beta. The reference point z0 is the batch's mean log-ratio, detached and clamped >= 0 (the
+    stand-in for TRL's mismatched-pair KL estimate that pair_loss's kto_pair uses too). config.loss_type is not
+    read. Returns per-step lists: loss, kl (z0), rewards/chosen and rewards/rejected (mean beta * log-ratio of
+    the batch's thumbs up and down; NaN when the batch has none), plus "config".
+    """
+    config = config or DPOConfig()
+    if not examples or not all({"prompt", "response", "desirable"} <= set(e) for e in examples):
+        raise ValueError("examples must be a non-empty list of dicts with 'prompt', 'response' and 'desirable' "
+                         "(see ratings.thumbs)")
+    device = next(policy.parameters()).device
+    if reference is None:
+        reference = copy.deepcopy(policy).eval()
+    prompts, responses = [e["prompt"] for e in examples], [e["response"] for e in examples]
+    tokens, prompt_lengths = encode_pairs(list(zip(prompts, responses)))
+    mask = response_mask(tokens, prompt_lengths)
+    ref_all = text_logprobs(reference, prompts, responses).float()
+    desirable_all = torch.tensor([bool(e["desirable"]) for e in examples])
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(policy, config.learning_rate)
+    history: dict[str, list] = {}
+    policy.train()
+    for step in range(config.steps):
+        rows = torch.randperm(len(examples), generator=generator)[:config.batch_size]
+        tok, msk = _batch(tokens, mask, rows, device)
+        logps = sequence_logprobs(policy, tok, msk)
+        ref, desirable = ref_all[rows].to(device), desirable_all[rows].to(device)
+        log_ratio = logps - ref
+        z0 = log_ratio.mean().detach().clamp(min=0)
+        loss = kto_loss(logps, ref, desirable, z0, config.beta)
+        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="KTO loss")
+        rewards = config.beta * log_ratio.detach()
+        history.setdefault("loss", []).append(float(loss.detach()))
+        history.setdefault("kl", []).append(float(z0))
+        for name, rows_of in (("rewards/chosen", desirable), ("rewards/rejected", ~desirable)):
+            history.setdefault(name, []).append(float(rewards[rows_of].mean()) if rows_of.any() else float("nan"))
+    policy.eval()
+    history["config"] = asdict(config)
+    return history
+
+
+def implicit_reward(policy, reference, prompts: list[str], responses: list[str], beta: float) -> torch.Tensor:
+    """(N,) the reward a DPO/KTO policy defines: beta * (log pi(y|x) - log pi_ref(y|x)), summed log-probs."""
+    return beta * (text_logprobs(policy, prompts, responses) - text_logprobs(reference, prompts, responses))
+
+
 def label_noise_rate(pairs: list[dict], temperature: float) -> float:
     """The labels' known flip rate: mean over pairs of P(the human prefers the response with the lower gold)
     = sigma(-|g_a - g_b| / T) under Bradley-Terry at temperature T. cDPO's natural label_smoothing."""

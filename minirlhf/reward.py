@@ -292,3 +292,48 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
         bar.close()
     rm.eval()
     return history
+
+
+# ---------------------------------------------------------------- from ratings instead of comparisons
+def train_reward_regression(rm: RewardModel, examples: list[tuple[str, str]], targets, *, steps: int,
+                            batch_size: int = 32, lr: float = 3e-4, warmup: int = 10, weight_decay: float = 0.1,
+                            grad_clip: float = 1.0, seed: int = 0) -> dict:
+    """Fit rm to scalar targets (stars, or stars normalised per user) by least squares:
+
+        L = mean_b (r(x_b, y_b) - target_b)^2
+
+    examples: [(prompt, response)]; targets: one number per example. Unlike Bradley-Terry, regression takes the
+    raters' numbers at face value: a harsh rater's 2 and a lenient rater's 4 for the same reply are noise it must
+    average away, and a rater who sees only some prompts shifts those prompts' rewards. AdamW with a cosine
+    schedule, as in train_reward_model. Returns {"loss": [per step], "lr": [per step]}.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if len(examples) != len(targets) or not examples:
+        raise ValueError(f"need one target per example and at least one example; got {len(examples)} examples and "
+                         f"{len(targets)} targets")
+    prompts, responses = (list(column) for column in zip(*examples))
+    tokens, mask = encode_responses(prompts, responses)
+    device = next(rm.parameters()).device
+    tokens, mask = tokens.to(device), mask.to(device)
+    y = torch.as_tensor(targets, dtype=torch.float32, device=device)
+    if not torch.isfinite(y).all():
+        raise ValueError("targets must be finite numbers")
+    if tokens.size(1) > rm.config.context_length:
+        raise ValueError(f"an example has {tokens.size(1)} tokens but the reward model's context is "
+                         f"{rm.config.context_length}: drop long responses or use a bigger context")
+    batches = _epoch_batches(len(examples), min(batch_size, len(examples)), torch.Generator().manual_seed(seed))
+    optimizer = make_optimizer(rm, lr, weight_decay)
+    history: dict = {"loss": [], "lr": []}
+    rm.train()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
+        idx = next(batches)
+        width = int(mask[idx].sum(1).max())
+        loss = (rm(tokens[idx, :width], mask[idx, :width]) - y[idx]).pow(2).mean()
+        optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward regression loss")
+        history["loss"].append(loss.item())
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+    rm.eval()
+    return history

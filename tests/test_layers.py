@@ -6,12 +6,12 @@ import minirlhf
 
 PACKAGE = Path(minirlhf.__file__).parent
 LAYERS = [
-    {"tokenizer", "utils", "data", "tasks", "preferences", "calculator"},       # 1. tasks + tokenizer
+    {"tokenizer", "utils", "data", "tasks", "preferences", "calculator", "ratings"},  # 1. tasks + tokenizer
     {"model"},                                                                  # 2. model
     {"logprobs", "losses", "advantages"},                                       # 3. building blocks
     {"generation", "sampling", "tools"},                                        # 4. sampling
     {"train", "reward", "best_of_n", "rl", "reinforce", "ppo", "online", "bandit",   # 5. trainers and measures
-     "grpo", "dpo", "judge", "distributed", "scaling",
+     "grpo", "dpo", "judge", "distributed", "scaling", "capstone",
      "evaluate", "overoptimization", "feedback", "exercises"},
     {"zoo", "course", "__main__"},                                              # 6. course tooling
 ]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .. import judge as judges
+from .. import capstone, judge as judges, ratings as user_ratings
 from .. import zoo
 from ..best_of_n import expected_best_of_n, kl_best_of_n_analytic, kl_best_of_n_exact, sample_pool
 from ..calculator import CALL_CLOSE, CALL_OPEN, tool_output
@@ -46,13 +46,13 @@ from ..logprobs import sequence_logprobs
 from ..reward import RewardModel, encode_responses, evaluate_reward_model, score, train_reward_model
 from ..rl import rl_history_for_meta
 from ..sampling import sample
-from ..tasks import arithmetic, reviews, tool_arithmetic
+from ..tasks import arithmetic, reviews, support, tool_arithmetic
 from ..tokenizer import TOKENIZER
 from ..tools import sample_text_with_tools, tool_loss_mask
 from ..train import sft
 from ..utils import seed_everything
 from ..zoo import RESULTS_DIR, atomic_write_bytes
-from .recipes import TOOL_GRPO, run_recipe, tool_grpo
+from .recipes import SUPPORT_LEARNER, SUPPORT_PPO, TOOL_GRPO, run_recipe, tool_grpo
 
 
 def truncated_policy(gpt: GPT, n_layers: int) -> GPT:
@@ -830,6 +830,104 @@ def grpo_length(steps: int = 150, sft_steps: int = 400, lr: float = 1e-4, max_co
     return out
 
 
+def _card(card: dict) -> dict:
+    """A report card as plain rounded data."""
+    return {k: (_rounded(v) if isinstance(v, dict) else [round(x, 4) for x in v] if isinstance(v, tuple)
+                else v if not isinstance(v, float) else round(v, 4)) for k, v in card.items()}
+
+
+def best_of_n_card(policy: GPT, reward, prompts: list[str], n: int = 16, seed: int = 0) -> dict:
+    """Best-of-n from `policy` by `reward` (a RewardModel) and by the gold judge itself (the oracle), one pick
+    per prompt: gold (mean, se) and violation rate of each."""
+    pool = sample(policy, [p for p in prompts for _ in range(n)], max_new_tokens=capstone.MAX_NEW_TOKENS, seed=seed)
+    proxy = capstone.as_scorer(reward)([s.prompt for s in pool], [s.response for s in pool]).view(len(prompts), n)
+    gold = torch.tensor([support.gold_breakdown(s.prompt, s.response, s.finished).total for s in pool]).view(len(prompts), n)
+    picked = gold.gather(1, proxy.argmax(1, keepdim=True)).squeeze(1)
+    return {"gold": capstone.mean_se(picked.tolist()), "gold_per_prompt": picked.tolist(), "violation_rate": capstone.mean_se((picked == -1).float().tolist()),
+            "oracle_gold": capstone.mean_se(gold.max(1).values.tolist()), "sampled_gold": float(gold.mean())}
+
+
+def _learner_data(quick: bool):
+    """support-ratings' training ratings, and the held-out users' tickets as gold pairs of SFT replies."""
+    sft = zoo.load("support-sft")
+    data = zoo.load_pairs("support-ratings")
+    train = data["train"][:200] if quick else data["train"]
+    heldout_prompts = sorted({r["prompt"] for r in data["heldout"]})[: 8 if quick else None]
+    return sft, data, train, capstone.gold_pairs(sft, heldout_prompts, replies=4, seed=5)
+
+
+def rm_learners(learner_steps: int = 300, quick: bool = False, log=print) -> dict:
+    """The four ways of learning a reward from the users' stars (capstone.LEARNERS), from support-sft on
+    support-ratings' training users, each scored on how often it orders two SFT replies to a held-out user's ticket
+    as the gold judge does, and as the held-out users' own stars do (their within-user pairs). Notebook 17."""
+    if quick:
+        learner_steps = 4
+    sft, data, train, eval_pairs = _learner_data(quick)
+    user_pairs = [{"prompt": p["prompt"], "a": p["chosen"], "b": p["rejected"], "gold_a": 1.0, "gold_b": 0.0}
+                  for p in user_ratings.within_user_pairs(data["heldout"])]
+    out = {"command": "python -m minirlhf experiments rm-learners" + " --quick" * quick, "learner_steps": learner_steps,
+           "n_train_ratings": len(train), "n_train_pairs": len(user_ratings.within_user_pairs(train)),
+           "n_train_thumbs": len(user_ratings.thumbs(train)), "n_eval_pairs": len(eval_pairs),
+           "n_user_pairs": len(user_pairs), "learners": {}}
+    for kind in capstone.LEARNERS:
+        start = time.perf_counter()
+        reward, _ = capstone.train_learner(kind, sft, train, steps=learner_steps)
+        row = {"gold_agreement": round(capstone.gold_agreement(reward, eval_pairs), 4),
+               "user_agreement": round(capstone.gold_agreement(reward, user_pairs), 4),
+               "seconds": round(time.perf_counter() - start)}
+        out["learners"][kind] = row
+        log(f"{kind}: agreement with gold {row['gold_agreement']:.3f}, with held-out users {row['user_agreement']:.3f}, "
+            f"{row['seconds']} s")
+    return out
+
+
+def capstone_lab(learner_steps: int = 300, ppo_iterations: int = 100, iterate_iterations: int = 50,
+                 n_eval: int = 400, quick: bool = False, log=print) -> dict:
+    """The capstone's optimisation and report (notebook 17), from the zoo's support-sft, support-ratings,
+    support-rm and support-ppo:
+
+    1. best-of-16 from SFT by support-rm (the baseline; and by gold, the oracle); PPO against support-rm WITHOUT
+       the policy check (the rating bias exploited: per-iteration violation rate) beside the zoo's support-ppo
+       (with it); a report card of each on n_eval held-out prompts;
+    2. one more round: new ratings from the training users on support-ppo's replies, the reward model retrained
+       on old + new, PPO continued from support-ppo for iterate_iterations; its report card.
+    """
+    if quick:
+        learner_steps, ppo_iterations, iterate_iterations, n_eval = 4, 2, 2, 16
+    sft, data, train, eval_pairs = _learner_data(quick)
+    rm = zoo.load("support-rm")
+    out = {"command": "python -m minirlhf experiments capstone" + " --quick" * quick}
+    prompts = support.prompts(n_eval, seed=77)
+    out["best_of_16"] = _card(best_of_n_card(sft, rm, prompts, 16))
+    log(f"best-of-16 by support-rm: gold {out['best_of_16']['gold'][0]:.3f}, oracle {out['best_of_16']['oracle_gold'][0]:.3f}")
+    experts = support.sft_dataset(400, seed=99)
+    tuned = zoo.load("support-ppo")
+    out["ppo_with_check"] = _card(capstone.report_card(tuned, sft, prompts, expert_pairs=experts))
+    diff = torch.tensor(out["ppo_with_check"]["gold_per_prompt"]) - torch.tensor(out["best_of_16"]["gold_per_prompt"])
+    out["ppo_minus_best_of_16"] = [round(x, 4) for x in capstone.mean_se(diff.tolist())]   # paired, same prompts
+    log(f"support-ppo - best-of-16: {out['ppo_minus_best_of_16'][0]:+.3f} +- {out['ppo_minus_best_of_16'][1]:.3f}")
+    policy, history = run_recipe("support-ppo", penalty=0.0, iterations=ppo_iterations)   # the same run, no check
+    out["ppo_without_check"] = {"proxy_reward": [round(x, 4) for x in history["proxy_reward"]],
+                                "gold": [round(x, 4) for x in history["gold"]],
+                                "kl": [round(x, 4) for x in history["kl"]], "violations": history["violations"],
+                                "card": _card(capstone.report_card(policy, sft, prompts, expert_pairs=experts))}
+    log(f"PPO without the check: violations {out['ppo_without_check']['violations'][0]:.2f} -> "
+        f"{out['ppo_without_check']['card']['violation_rate'][0]:.2f}, gold {out['ppo_without_check']['card']['gold'][0]:.3f}")
+    users = user_ratings.make_users(1000, seed=20)[: 50 if quick else None]
+    fresh = capstone.collect_ratings(tuned, users, seed=30)
+    reward2, _ = capstone.train_learner(SUPPORT_LEARNER, sft, train + fresh, steps=learner_steps)
+    seed_everything(0)
+    _, history2 = train_ppo(tuned, sft, capstone.ComplianceReward(reward2), support.prompts,
+                            PPOConfig(**{**SUPPORT_PPO, "iterations": iterate_iterations}), gold_fn=support.gold_reward)
+    out["iterated"] = {"new_ratings": len(fresh), "mean_stars_sft": round(sum(r["stars"] for r in train) / len(train), 4),
+                       "mean_stars_tuned": round(sum(r["stars"] for r in fresh) / len(fresh), 4),
+                       "gold_agreement": round(capstone.gold_agreement(reward2, eval_pairs), 4),
+                       "gold": [round(x, 4) for x in history2["gold"]],
+                       "card": _card(capstone.report_card(tuned, sft, prompts, expert_pairs=experts))}
+    log(f"iterated: gold {out['ppo_with_check']['gold'][0]:.3f} -> {out['iterated']['card']['gold'][0]:.3f}")
+    return out
+
+
 EXPERIMENTS = {"rm-sweep": rm_sweep, "ppo-beta": ppo_beta, "reward-hacking": reward_hacking,
                "online-rlhf": online_rlhf, "dpo-frontier": dpo_frontier,
                "rlaif": rlaif}
@@ -838,6 +936,8 @@ EXPERIMENTS["grpo-capacity"] = grpo_capacity
 EXPERIMENTS["tool-rl"] = tool_rl
 EXPERIMENTS["grpo-hack"] = grpo_hack
 EXPERIMENTS["grpo-length"] = grpo_length
+EXPERIMENTS["rm-learners"] = rm_learners
+EXPERIMENTS["capstone"] = capstone_lab
 
 
 def main(argv=None) -> int:

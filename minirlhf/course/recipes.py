@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .. import judge as judges
+from .. import capstone, judge as judges, ratings as user_ratings
 from ..dpo import DPOConfig, train_dpo
 from ..evaluate import arithmetic_accuracy
 from ..grpo import GRPOConfig, train_grpo
@@ -34,7 +34,7 @@ from ..preferences import DEFAULT_TEMPERATURE
 from ..reward import RewardModel, encode_responses, evaluate_reward_model, normalize_, train_reward_model
 from ..rl import rl_history_for_meta
 from ..sampling import sample_preference_pairs
-from ..tasks import arithmetic, reviews, tool_arithmetic
+from ..tasks import arithmetic, reviews, support, tool_arithmetic
 from ..tokenizer import TOKENIZER
 from ..train import pretrain, sft
 from ..utils import seed_everything
@@ -180,10 +180,55 @@ def _train_reviews_judge(judge, inputs, steps=1200, lr=3e-4, n_pool=6000, n_test
     return history
 
 
+def _sft_support(model, inputs, steps=600, lr=1e-3, n_pairs=2000):
+    """SFT on a small set of expert demonstrations (2,000; about ten epochs)."""
+    return sft(model, support.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
+
+
+def _support_ratings(policy, inputs, n_train=1000, n_heldout=250, tickets_per_user=6, replies_per_ticket=3):
+    """Stars from simulated users (ratings.make_users) on support-sft's replies: each user brings
+    tickets_per_user tickets and rates replies_per_ticket replies to each. The held-out users are other people
+    with other tickets (ids from 100,000)."""
+    train = user_ratings.make_users(n_train, seed=20)
+    heldout = user_ratings.make_users(n_heldout, seed=21, first_id=100_000)
+    kw = dict(tickets_per_user=tickets_per_user, replies_per_ticket=replies_per_ticket)
+    return {"train": capstone.collect_ratings(policy, train, seed=20, **kw),
+            "heldout": capstone.collect_ratings(policy, heldout, seed=21, **kw)}
+
+
+SUPPORT_LEARNER = "within-user pairs (BT)"
+
+
+def _train_support_rm(rm, inputs, steps=300, lr=3e-4):
+    """The capstone's reward model: the SUPPORT_LEARNER way of learning from the users' stars (the winner of the
+    `capstone` experiment's comparison), normalised on the rated replies."""
+    learned, history = capstone.train_learner(SUPPORT_LEARNER, inputs["support-sft"], inputs["support-ratings"]["train"],
+                                              steps=steps, lr=lr)
+    rm.load_state_dict(learned.state_dict())
+    return history
+
+
+SUPPORT_PPO = dict(iterations=100, batch_size=32, max_new_tokens=capstone.MAX_NEW_TOKENS, beta=0.1)
+
+
+def _ppo_support(policy, inputs, penalty=2.0, **overrides):
+    """PPO from support-sft against support-rm minus `penalty` where the policy check fires (capstone.ComplianceReward),
+    the gold judge tracked, never trained on."""
+    reward = capstone.ComplianceReward(inputs["support-rm"], penalty) if penalty else inputs["support-rm"]
+    config = PPOConfig(**{**SUPPORT_PPO, **overrides})
+    _, history = train_ppo(policy, inputs["support-sft"], reward, support.prompts,
+                           PPOConfig(**{**asdict(config), "n_samples": config.batch_size}), gold_fn=support.gold_reward)
+    history["violations"] = capstone.violation_curve(history)     # from every sample; then keep 3 per iteration
+    history["samples"] = [batch[:config.n_samples] for batch in history["samples"]]
+    return history
+
+
 REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_model=128, n_layers=4, n_heads=4)
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 # A call and its output make responses up to 24 tokens (with EOS) after a 13-token prompt: past 32 positions.
 TOOL_CONFIG = {**ARITHMETIC_CONFIG, "context_length": 64}
+# A support prompt and reply reach 163 tokens: reviews-base's 160 positions, stretched.
+SUPPORT_CONFIG = {**REVIEWS_CONFIG, "context_length": 192}
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("reviews-base", "tiny GPT pretrained on mixed-sentiment reviews", REVIEWS_CONFIG, _pretrain_reviews),
@@ -211,6 +256,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("arithmetic-tool-grpo", "arithmetic-tool-sft fine-tuned with GRPO and the calculator, reward correct - "
            "0.05 * calls, the tool's output masked (recipes.TOOL_GRPO)", TOOL_CONFIG, _tool_grpo_arithmetic,
            parent="arithmetic-tool-sft"),
+    Recipe("support-sft", "reviews-base, its context extended to 192, fine-tuned on 2,000 customer-service expert "
+           "demonstrations", SUPPORT_CONFIG, _sft_support, parent="reviews-base", seed=1),
+    Recipe("support-ratings", "1-5 stars from simulated users on support-sft's replies (1,000 training users, 250 "
+           "held-out users, 6 tickets each, 3 replies per ticket)", SUPPORT_CONFIG, _support_ratings, kind="pairs",
+           parent="support-sft", seed=20),
+    Recipe("support-rm", "reward model from the support-ratings' training users (recipes.SUPPORT_LEARNER)",
+           SUPPORT_CONFIG, _train_support_rm, kind="reward", parent="support-sft",
+           needs=("support-sft", "support-ratings")),
+    Recipe("support-ppo", "support-sft fine-tuned with PPO against support-rm with the policy check "
+           "(capstone.ComplianceReward, recipes.SUPPORT_PPO)", SUPPORT_CONFIG, _ppo_support, parent="support-sft",
+           needs=("support-sft", "support-rm")),
 ]}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
-from . import arithmetic, reviews, tool_arithmetic
+from . import arithmetic, reviews, support, tool_arithmetic
 
 
 @runtime_checkable
@@ -30,7 +30,8 @@ class Task(Protocol):
     def reward(self, prompt: str, response: str) -> float: ...
 
 
-TASKS: dict[str, ModuleType] = {"reviews": reviews, "arithmetic": arithmetic, "tool_arithmetic": tool_arithmetic}
+TASKS: dict[str, ModuleType] = {"reviews": reviews, "arithmetic": arithmetic, "tool_arithmetic": tool_arithmetic,
+                               "support": support}
 
 
 def get_task(name: str) -> ModuleType:
