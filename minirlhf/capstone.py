@@ -123,7 +123,7 @@ class ComplianceReward(nn.Module):
     written policy enforced by a rule, beside a reward learned from users who like forbidden promises.
     Reads the same (tokens, attention_mask) as a RewardModel, so train_ppo takes it unchanged."""
 
-    def __init__(self, reward_model: nn.Module, penalty: float = 2.0):
+    def __init__(self, reward_model: nn.Module, penalty: float = 5.0):
         super().__init__()
         self.reward_model, self.penalty = reward_model, penalty
 
@@ -181,7 +181,7 @@ def report_card(policy, sft, prompts: list[str], *, seed: int = 0, expert_pairs:
         "sft_violation_rate": mean_se([float(support.violates_policy(s.prompt, s.response)) for s in base]),
         "win_rate_vs_sft": mean_se(wins), "kl_to_sft": float(kl),
         "distinct": len(set(zip(prompts, responses))) / len(prompts),
-        "parts": {k: sum(getattr(g, k) for g in golds) / len(golds) for k in ("resolved", "order", "detail", "opener", "concise")},
+        "parts": _parts(golds), "sft_parts": _parts([support.gold_breakdown(s.prompt, s.response, s.finished) for s in base]),
     }
     if expert_pairs:
         card["expert_nll"] = _nll(policy, expert_pairs)
@@ -190,6 +190,11 @@ def report_card(policy, sft, prompts: list[str], *, seed: int = 0, expert_pairs:
     card["worst_samples"] = [(p, r, g) for g, p, r in ranked[:n_samples]]
     card["best_samples"] = [(p, r, g) for g, p, r in ranked[::-1][:n_samples]]
     return card
+
+
+def _parts(golds: list) -> dict:
+    """Mean of each part of the gold judge's score."""
+    return {k: sum(getattr(g, k) for g in golds) / len(golds) for k in ("resolved", "order", "detail", "opener", "concise")}
 
 
 def _nll(model, pairs: list[tuple[str, str]]) -> float:

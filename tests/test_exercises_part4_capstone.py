@@ -76,7 +76,7 @@ def test_rating_pairs_loss_check(capsys):
         (lambda r, s, u, p: -torch.log(torch.sigmoid((r[:, None] - r[None])[(u[:, None] == u[None]) & (p[:, None] == p[None])
                                                                         & (s[:, None] > s[None])])).mean(), "nan or inf"),
         (lambda r, s, u, p: pairs_loss_matrix(r.detach(), s, u, p) + 0 * r.sum(), "gradient"),
-        (lambda r, s, u, p: float(pairs_loss_matrix(r, s, u, p)), "float|tensor"),
+        (lambda r, s, u, p: pairs_loss_matrix(r, s, u, p).item(), "float|tensor"),
     ]
     assert_check_behaves(ex.check_rating_pairs_loss, [pairs_loss_matrix, pairs_loss_loop], wrongs, capsys)
 

@@ -227,3 +227,40 @@ def test_a_quick_tool_rl_run_reports_every_bucket_before_and_after_and_the_unmas
         assert len(run["by_bucket"]["products"]["call_rate"]) == len(run["reward"]) == 2
     assert set(results["seeds"]) == {"0", "1"} and set(results["seeds"]["1"]) == set(results["runs"])
     assert results["seeds"]["0"]["c = 0.5"] == results["runs"]["c = 0.5"]["after"]
+
+
+@pytest.mark.slow
+def test_a_quick_rm_learners_run_scores_every_learner():
+    results = experiments.rm_learners(quick=True, log=lambda line: None)
+    assert list(results["learners"]) == list(experiments.capstone.LEARNERS)
+    for row in results["learners"].values():
+        assert 0 <= row["gold_agreement"] <= 1 and 0 <= row["user_agreement"] <= 1
+    assert results["n_train_ratings"] == 200 and results["n_eval_pairs"] > 0
+
+
+def test_shipped_rm_learners_results_rank_comparisons_first():
+    results = zoo.load_results("rm_learners")
+    agreement = {k: v["gold_agreement"] for k, v in results["learners"].items()}
+    assert max(agreement, key=agreement.get) == "within-user pairs (BT)"
+    assert results["learner_steps"] == 300 and results["n_eval_pairs"] > 3000
+
+
+@pytest.mark.slow
+def test_a_quick_capstone_run_reports_every_policy():
+    results = experiments.capstone_lab(quick=True, log=lambda line: None)
+    for card in (results["ppo_with_check"], results["ppo_without_check"]["card"], results["iterated"]["card"]):
+        assert len(card["gold"]) == 2 and 0 <= card["violation_rate"][0] <= 1 and card["worst_intent"]
+    assert len(results["ppo_without_check"]["violations"]) == 2 and len(results["best_of_16"]["gold_per_prompt"]) == 16
+    assert results["iterated"]["new_ratings"] > 0 and len(results["ppo_minus_best_of_16"]) == 2
+
+
+def test_shipped_capstone_results_say_what_notebook_17_says():
+    results = zoo.load_results("capstone")
+    sft_violations = results["ppo_with_check"]["sft_violation_rate"][0]
+    assert results["ppo_without_check"]["card"]["violation_rate"][0] > 2 * sft_violations   # the bias, exploited
+    assert results["ppo_without_check"]["card"]["gold"][0] < results["ppo_with_check"]["sft_gold"][0]
+    assert set(results["seeds"]) == {"0", "1", "2"}
+    beats = [s for s, row in results["seeds"].items() if row["minus_best_of_16"][0] - 2 * row["minus_best_of_16"][1] > 0]
+    assert beats == ["1", "2"]                                   # seed 0, the zoo's, ties best-of-16
+    assert all(row["violation_rate"][0] <= sft_violations for row in results["seeds"].values())
+    assert results["variants"]["penalty 5, beta 0.05"]["card"]["violation_rate"][0] == 0.0

@@ -66,6 +66,8 @@ def test_shipped_zoo_verifies_and_loads():
                 zoo.load(name)
             splits = zoo.load_pairs(name)
             assert {k: len(v) for k, v in splits.items()} == manifest[name]["sizes"]
-            assert set(splits["train"][0]) == {"prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"}
+            ratings = name.endswith("-ratings")     # a data file of 1-5 stars, not of pairs
+            assert set(splits["train"][0]) == ({"user", "kind", "prompt", "response", "stars"} if ratings else
+                                               {"prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"})
         else:
             assert not zoo.load(name).training

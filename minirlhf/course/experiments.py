@@ -52,7 +52,7 @@ from ..tools import sample_text_with_tools, tool_loss_mask
 from ..train import sft
 from ..utils import seed_everything
 from ..zoo import RESULTS_DIR, atomic_write_bytes
-from .recipes import SUPPORT_LEARNER, SUPPORT_PPO, TOOL_GRPO, run_recipe, tool_grpo
+from .recipes import SUPPORT_LEARNER, SUPPORT_PENALTY, SUPPORT_PPO, TOOL_GRPO, run_recipe, tool_grpo
 
 
 def truncated_policy(gpt: GPT, n_layers: int) -> GPT:
@@ -836,10 +836,14 @@ def _card(card: dict) -> dict:
                 else v if not isinstance(v, float) else round(v, 4)) for k, v in card.items()}
 
 
-def best_of_n_card(policy: GPT, reward, prompts: list[str], n: int = 16, seed: int = 0) -> dict:
+def best_of_n_card(policy: GPT, reward, prompts: list[str], n: int = 16, seed: int = 0, pool=None) -> dict:
     """Best-of-n from `policy` by `reward` (a RewardModel) and by the gold judge itself (the oracle), one pick
-    per prompt: gold (mean, se) and violation rate of each."""
-    pool = sample(policy, [p for p in prompts for _ in range(n)], max_new_tokens=capstone.MAX_NEW_TOKENS, seed=seed)
+    per prompt: gold (mean, se, and per prompt) and violation rate of the reward's picks, the oracle's gold and the
+    mean gold of all samples. pool: the n samples of each prompt, prompt by prompt, if already drawn."""
+    if pool is None:
+        pool = sample(policy, [p for p in prompts for _ in range(n)], max_new_tokens=capstone.MAX_NEW_TOKENS, seed=seed)
+    if len(pool) != n * len(prompts):
+        raise ValueError(f"pool holds {len(pool)} samples; best-of-{n} on {len(prompts)} prompts needs {n * len(prompts)}")
     proxy = capstone.as_scorer(reward)([s.prompt for s in pool], [s.response for s in pool]).view(len(prompts), n)
     gold = torch.tensor([support.gold_breakdown(s.prompt, s.response, s.finished).total for s in pool]).view(len(prompts), n)
     picked = gold.gather(1, proxy.argmax(1, keepdim=True)).squeeze(1)
@@ -881,19 +885,20 @@ def rm_learners(learner_steps: int = 300, quick: bool = False, log=print) -> dic
     return out
 
 
-def capstone_lab(learner_steps: int = 300, ppo_iterations: int = 100, iterate_iterations: int = 50,
-                 n_eval: int = 400, quick: bool = False, log=print) -> dict:
+def capstone_lab(learner_steps: int = 300, ppo_iterations: int = SUPPORT_PPO["iterations"], iterate_iterations: int = 50,
+                 n_eval: int = 400, seeds=(0, 1, 2), quick: bool = False, log=print) -> dict:
     """The capstone's optimisation and report (notebook 17), from the zoo's support-sft, support-ratings,
     support-rm and support-ppo:
 
     1. best-of-16 from SFT by support-rm (the baseline; and by gold, the oracle); PPO against support-rm WITHOUT
        the policy check (the rating bias exploited: per-iteration violation rate) beside the zoo's support-ppo
-       (with it); a report card of each on n_eval held-out prompts;
+       (with it); a report card of each on n_eval held-out prompts; the check's run with other PPO seeds (the zoo's
+       is seed 0), and two variants of it (a penalty of 2; beta 0.05);
     2. one more round: new ratings from the training users on support-ppo's replies, the reward model retrained
        on old + new, PPO continued from support-ppo for iterate_iterations; its report card.
     """
     if quick:
-        learner_steps, ppo_iterations, iterate_iterations, n_eval = 4, 2, 2, 16
+        learner_steps, ppo_iterations, iterate_iterations, n_eval, seeds = 4, 2, 2, 16, seeds[:2]
     sft, data, train, eval_pairs = _learner_data(quick)
     rm = zoo.load("support-rm")
     out = {"command": "python -m minirlhf experiments capstone" + " --quick" * quick}
@@ -906,6 +911,18 @@ def capstone_lab(learner_steps: int = 300, ppo_iterations: int = 100, iterate_it
     diff = torch.tensor(out["ppo_with_check"]["gold_per_prompt"]) - torch.tensor(out["best_of_16"]["gold_per_prompt"])
     out["ppo_minus_best_of_16"] = [round(x, 4) for x in capstone.mean_se(diff.tolist())]   # paired, same prompts
     log(f"support-ppo - best-of-16: {out['ppo_minus_best_of_16'][0]:+.3f} +- {out['ppo_minus_best_of_16'][1]:.3f}")
+    out["seeds"] = {"0": {"gold": out["ppo_with_check"]["gold"], "violation_rate": out["ppo_with_check"]["violation_rate"],
+                          "minus_best_of_16": out["ppo_minus_best_of_16"], "kl_to_sft": out["ppo_with_check"]["kl_to_sft"]}}
+    for seed in seeds[1:]:      # the same recipe, other PPO seeds (sampling and minibatch order)
+        policy, _ = run_recipe("support-ppo", iterations=ppo_iterations, seed=seed)
+        card = capstone.report_card(policy, sft, prompts)
+        diff = torch.tensor(card["gold_per_prompt"]) - torch.tensor(out["best_of_16"]["gold_per_prompt"])
+        out["seeds"][str(seed)] = {"gold": [round(x, 4) for x in card["gold"]],
+                                   "violation_rate": [round(x, 4) for x in card["violation_rate"]],
+                                   "minus_best_of_16": [round(x, 4) for x in capstone.mean_se(diff.tolist())],
+                                   "kl_to_sft": round(card["kl_to_sft"], 4)}
+        log(f"seed {seed}: gold {card['gold'][0]:.3f}, minus best-of-16 {out['seeds'][str(seed)]['minus_best_of_16'][0]:+.3f}"
+            f" +- {out['seeds'][str(seed)]['minus_best_of_16'][1]:.3f}, violations {card['violation_rate'][0]:.3f}")
     policy, history = run_recipe("support-ppo", penalty=0.0, iterations=ppo_iterations)   # the same run, no check
     out["ppo_without_check"] = {"proxy_reward": [round(x, 4) for x in history["proxy_reward"]],
                                 "gold": [round(x, 4) for x in history["gold"]],
@@ -913,11 +930,19 @@ def capstone_lab(learner_steps: int = 300, ppo_iterations: int = 100, iterate_it
                                 "card": _card(capstone.report_card(policy, sft, prompts, expert_pairs=experts))}
     log(f"PPO without the check: violations {out['ppo_without_check']['violations'][0]:.2f} -> "
         f"{out['ppo_without_check']['card']['violation_rate'][0]:.2f}, gold {out['ppo_without_check']['card']['gold'][0]:.3f}")
+    out["variants"] = {}
+    for name, overrides in (("penalty 2", dict(penalty=2.0)), ("penalty 5, beta 0.05", dict(beta=0.05))):
+        policy, history = run_recipe("support-ppo", iterations=ppo_iterations, **overrides)
+        card = _card(capstone.report_card(policy, sft, prompts, expert_pairs=experts))
+        out["variants"][name] = {"overrides": overrides, "violations": history["violations"],
+                                 "gold": [round(x, 4) for x in history["gold"]], "card": card}
+        log(f"{name}: gold {card['gold'][0]:.3f}, violations {card['violation_rate'][0]:.3f}, "
+            f"resolved {card['parts']['resolved']:.3f}, KL {card['kl_to_sft']:.2f}")
     users = user_ratings.make_users(1000, seed=20)[: 50 if quick else None]
     fresh = capstone.collect_ratings(tuned, users, seed=30)
     reward2, _ = capstone.train_learner(SUPPORT_LEARNER, sft, train + fresh, steps=learner_steps)
     seed_everything(0)
-    _, history2 = train_ppo(tuned, sft, capstone.ComplianceReward(reward2), support.prompts,
+    _, history2 = train_ppo(tuned, sft, capstone.ComplianceReward(reward2, SUPPORT_PENALTY), support.prompts,
                             PPOConfig(**{**SUPPORT_PPO, "iterations": iterate_iterations}), gold_fn=support.gold_reward)
     out["iterated"] = {"new_ratings": len(fresh), "mean_stars_sft": round(sum(r["stars"] for r in train) / len(train), 4),
                        "mean_stars_tuned": round(sum(r["stars"] for r in fresh) / len(fresh), 4),

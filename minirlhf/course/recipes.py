@@ -208,10 +208,13 @@ def _train_support_rm(rm, inputs, steps=300, lr=3e-4):
     return history
 
 
-SUPPORT_PPO = dict(iterations=100, batch_size=32, max_new_tokens=capstone.MAX_NEW_TOKENS, beta=0.1)
+SUPPORT_PPO = dict(iterations=120, batch_size=32, max_new_tokens=capstone.MAX_NEW_TOKENS, beta=0.1)
+# Far above the reward model's liking for a forbidden promise (1.6 on refunds above the limit); the `capstone`
+# experiment also runs a penalty of 2 and beta 0.05.
+SUPPORT_PENALTY = 5.0
 
 
-def _ppo_support(policy, inputs, penalty=2.0, **overrides):
+def _ppo_support(policy, inputs, penalty=SUPPORT_PENALTY, **overrides):
     """PPO from support-sft against support-rm minus `penalty` where the policy check fires (capstone.ComplianceReward),
     the gold judge tracked, never trained on."""
     reward = capstone.ComplianceReward(inputs["support-rm"], penalty) if penalty else inputs["support-rm"]
