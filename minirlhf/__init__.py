@@ -11,7 +11,8 @@ never from one below (tests/test_layers.py checks it).
    with a tool's output written into the responses)
 5. trainers, one file per family, plain loops: train (pretraining, SFT), reward, best_of_n, rl (what the
    RL trainers share), reinforce, ppo, online, bandit (notebook 01's toy RL), dpo (DPO and friends), grpo
-   (GRPO, Dr. GRPO, RLOO on a verifiable reward); and the measures and data around them:
+   (GRPO, Dr. GRPO, RLOO on a verifiable reward), rft (rejection-sampling fine-tuning, GRPO's cheap
+   competitor); and the measures and data around them:
    evaluate, overoptimization, feedback (the label store and widget), exercises/ (the checks);
    judge (RLAIF: the AI judge that reads a constitution); distributed (the losses on several processes with
    torch.distributed: DDP, FSDP2, and the pitfalls of token means and groups over ranks); scaling (GPU memory

@@ -11,7 +11,7 @@ from .tokenizer import TOKENIZER
 from .tools import sample_text_with_tools
 
 __all__ = ["Sample", "sample", "grammatical_rate", "format_rate", "mean_gold", "arithmetic_accuracy", "evaluate_policy",
-           "tool_use_accuracy", "pass_at_k", "correct_counts"]
+           "tool_use_accuracy", "pass_at_k", "correct_counts", "majority_accuracy"]
 
 TOOL_MAX_NEW_TOKENS = 40     # room for one call (18 tokens), its output (5), the answer and EOS, and a spare
 
@@ -129,3 +129,22 @@ def correct_counts(model, prompt_texts: list[str], reward_fn, n: int, *, max_new
                      temperature=temperature)
     ok = [s.finished and reward_fn(s.prompt, s.response) >= 1.0 for s in samples]
     return [sum(ok[i * n:(i + 1) * n]) for i in range(len(prompt_texts))]
+
+
+def majority_accuracy(model, prompt_texts: list[str], reward_fn, k: int, *, max_new_tokens: int, seed: int = 0,
+                      temperature: float = 1.0) -> float:
+    """maj@k (self-consistency, Wang et al. 2023): sample k responses per prompt, take the most frequent finished
+    response (the first sampled wins a tie; unfinished ones never vote) and score it with reward_fn >= 1.
+    Returns the share of prompts whose vote is right."""
+    samples = sample(model, [p for p in prompt_texts for _ in range(k)], max_new_tokens=max_new_tokens, seed=seed,
+                     temperature=temperature)
+    right = 0
+    for i, prompt in enumerate(prompt_texts):
+        votes: dict[str, int] = {}
+        for s in samples[i * k:(i + 1) * k]:
+            if s.finished:
+                votes[s.response.strip()] = votes.get(s.response.strip(), 0) + 1
+        if votes:
+            winner = max(votes, key=votes.get)         # dicts keep insertion order: ties go to the first sampled
+            right += reward_fn(prompt, winner) >= 1.0
+    return right / len(prompt_texts)

@@ -11,7 +11,7 @@ LAYERS = [
     {"logprobs", "losses", "advantages"},                                       # 3. building blocks
     {"generation", "sampling", "tools"},                                        # 4. sampling
     {"train", "reward", "best_of_n", "rl", "reinforce", "ppo", "online", "bandit",   # 5. trainers and measures
-     "grpo", "dpo", "judge", "distributed", "scaling", "capstone",
+     "grpo", "rft", "dpo", "judge", "distributed", "scaling", "capstone",
      "evaluate", "overoptimization", "feedback", "exercises"},
     {"zoo", "course", "__main__"},                                              # 6. course tooling
 ]

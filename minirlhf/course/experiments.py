@@ -52,6 +52,7 @@ from ..tools import sample_text_with_tools, tool_loss_mask
 from ..train import sft
 from ..utils import seed_everything
 from ..zoo import RESULTS_DIR, atomic_write_bytes
+from .rlvr import rlvr
 from .recipes import SUPPORT_LEARNER, SUPPORT_PENALTY, SUPPORT_PPO, TOOL_GRPO, run_recipe, tool_grpo
 
 
@@ -963,6 +964,7 @@ EXPERIMENTS["grpo-hack"] = grpo_hack
 EXPERIMENTS["grpo-length"] = grpo_length
 EXPERIMENTS["rm-learners"] = rm_learners
 EXPERIMENTS["capstone"] = capstone_lab
+EXPERIMENTS["rlvr"] = rlvr
 
 
 def main(argv=None) -> int:

@@ -84,6 +84,13 @@ def _sft_arithmetic(model, inputs, steps=300, lr=1e-3, n_pairs=4000):
     return sft(model, arithmetic.sft_dataset(n_pairs, seed=1), steps=steps, lr=lr, seed=1, warmup=20)
 
 
+def _sft_arithmetic_short(model, inputs, steps=80):
+    """SFT stopped early (80 of arithmetic-sft's 300 steps): the format is learned, the answers are unreliable
+    (about 46% right at temperature 1 against 75% after 300 steps). Where RL from the verifier has something to
+    gain in notebook 15; arithmetic-sft leaves it almost nothing it can reach (experiments `rlvr`)."""
+    return _sft_arithmetic(model, inputs, steps=steps)
+
+
 def _sft_tool_arithmetic(model, inputs, steps=1500, lr=3e-3, n_pairs=20000):
     """SFT on demonstrations that call the calculator on every product and a tenth of the sums; the tool's
     output is read, not learned. Learning to copy the expression into the call is what takes the 1,500
@@ -251,6 +258,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("arithmetic-base", "tiny GPT pretrained on sums with careless carries", ARITHMETIC_CONFIG, _pretrain_arithmetic),
     Recipe("arithmetic-sft", "arithmetic-base fine-tuned to answer 'q: a+b' prompts", ARITHMETIC_CONFIG,
            _sft_arithmetic, parent="arithmetic-base", seed=1),
+    Recipe("arithmetic-sft-short", "arithmetic-base fine-tuned for 80 steps only (arithmetic-sft's recipe stopped "
+           "early): the format learned, the answers unreliable", ARITHMETIC_CONFIG, _sft_arithmetic_short,
+           parent="arithmetic-base", seed=1),
     Recipe("arithmetic-tool-sft", "arithmetic-sft, its context extended to 64, fine-tuned to call a calculator "
            "on 'q: a*b' (and a tenth of the 'q: a+b') prompts", TOOL_CONFIG, _sft_tool_arithmetic,
            parent="arithmetic-sft", seed=2),
