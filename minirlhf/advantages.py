@@ -132,7 +132,7 @@ def group_advantages(rewards: torch.Tensor, baseline: str = "mean", scale_reward
     RLOO = ("leave_one_out", "none"), which is Dr. GRPO times G / (G - 1) exactly. A group whose
     rewards are all equal gets A = 0 whatever the scaling (eps keeps 0 / 0 away): it teaches nothing.
     Rewards [1, 1, 1, 0]: mean 0.75, std 0.433, so the three successes get +0.577 and the failure -1.73
-    (TRL divides by the unbiased std, 0.5, giving -1.5: the same direction, a larger step).
+    (TRL divides by the unbiased std, 0.5, giving -1.5: the same direction, a smaller step).
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be (prompts, generations), got shape {tuple(rewards.shape)}; "

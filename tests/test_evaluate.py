@@ -60,3 +60,18 @@ def test_pass_at_1_is_the_success_rate_and_bad_input_raises():
     assert pass_at_k(20, 7, 1) == pytest.approx(7 / 20)
     with pytest.raises(ValueError, match="1 <= k <= n"):
         pass_at_k(4, 1, 5)
+
+
+def test_majority_accuracy_votes_over_finished_answers_and_breaks_ties_by_the_first_sampled(monkeypatch):
+    from minirlhf import evaluate
+    from minirlhf.sampling import Sample
+    from minirlhf.tasks import arithmetic
+
+    prompts = ["q: 1+1\na: ", "q: 2+2\na: ", "q: 3+3\na: ", "q: 4+4\na: "]
+    drawn = {"q: 1+1\na: ": [("2", True), ("3", True), ("2", True)],       # majority right
+             "q: 2+2\na: ": [("5", True), ("4", True), ("5", True)],       # majority wrong
+             "q: 3+3\na: ": [("6", True), ("7", True), ("8", False)],      # tie 6 / 7 (8 unfinished): first wins
+             "q: 4+4\na: ": [("8", False), ("8", False), ("9", True)]}     # unfinished answers never vote
+    monkeypatch.setattr(evaluate, "sample", lambda model, texts, **kw: [
+        Sample(p, *drawn[p][i % 3]) for i, p in enumerate(texts)])
+    assert evaluate.majority_accuracy(None, prompts, arithmetic.reward, 3, max_new_tokens=4) == 0.5

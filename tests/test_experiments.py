@@ -97,32 +97,6 @@ def test_a_quick_reward_hacking_run_records_best_of_n_and_ppo_for_each_rm():
         assert run["config"]["beta"] == results["beta"]
 
 
-def test_one_digit_prompts_have_a_one_digit_operand():
-    from minirlhf.tasks import arithmetic
-    prompts = experiments.one_digit_prompts(50, seed=0)
-    assert len(prompts) == 50 and all(min(p.a, p.b) < 10 for p in map(arithmetic.parse_prompt, prompts))
-
-
-@pytest.mark.slow
-def test_a_short_grpo_compare_measures_every_method_and_pass_at_k():
-    results = experiments.grpo_compare(quick=True, log=lambda line: None)
-    methods = {run["method"] for run in results["runs"].values()}
-    assert methods == set(experiments.GRPO_METHODS) | {"PPO"}
-    for run in results["runs"].values():
-        assert len(run["eval"]) == len(run["eval_samples_seen"]) >= 2 and 0 <= run["one_digit_accuracy"] <= 1
-    for label in ("SFT", "GRPO"):
-        curve = results["pass_at_k"][label]["pass_at_k"]
-        assert curve == sorted(curve) and 0 <= curve[0] <= curve[-1] <= 1        # pass@k grows with k
-
-
-@pytest.mark.slow
-def test_a_short_grpo_capacity_measures_base_sft_and_extra_sft():
-    results = experiments.grpo_capacity(quick=True, log=lambda line: None)
-    for key in ("base_raw_one_digit", "base_raw_two_digit", "sft_accuracy", "sft_one_digit_accuracy"):
-        assert 0 <= results[key] <= 1, key
-    assert results["extra_sft"]["examples"] == 128 and 0 <= results["extra_sft"]["one_digit_accuracy"] <= 1
-
-
 def test_response_stats_scores_every_response_with_both_verifiers():
     from minirlhf.tasks import arithmetic
     prompt = arithmetic.make_prompt(arithmetic.Problem(23, 48))
@@ -264,3 +238,28 @@ def test_shipped_capstone_results_say_what_notebook_17_says():
     assert beats == ["1", "2"]                                   # seed 0, the zoo's, ties best-of-16
     assert all(row["violation_rate"][0] <= sft_violations for row in results["seeds"].values())
     assert results["variants"]["penalty 5, beta 0.05"]["card"]["violation_rate"][0] == 0.0
+
+
+def test_pass_at_k_curve_brackets_the_mean_and_starts_at_pass_at_1():
+    from minirlhf.course.rlvr import pass_at_k_curve
+
+    curve = pass_at_k_curve([0, 4, 8, 2], n=8, ks=(1, 2, 8))
+    assert curve["ks"] == [1, 2, 8]
+    assert curve["mean"][0] == pytest.approx(14 / 32) and curve["mean"][-1] == pytest.approx(0.75)
+    assert all(lo <= m <= hi for lo, m, hi in zip(curve["low"], curve["mean"], curve["high"]))
+    assert curve["mean"] == sorted(curve["mean"])
+
+
+@pytest.mark.slow
+def test_a_quick_rlvr_run_sweeps_every_method_and_measures_pass_at_1_greedy_and_maj():
+    from minirlhf.course.rlvr import METHODS, rlvr
+
+    results = rlvr(processes=1, quick=True, log=lambda line: None)
+    assert set(results["chosen_lr"]) == set(METHODS)
+    assert set(results["runs"]) == {f"{m}, seed {s}" for m in METHODS for s in (0, 1)}
+    for run in results["runs"].values():
+        assert len(run["eval_pass1"]) == len(run["eval_greedy"]) == len(run["eval_samples_seen"])
+        assert {"pass1", "greedy", "maj8", "counts"} <= set(run["final"])
+    assert results["runs"]["DAPO, seed 0"]["clip_ratio"][-1] >= 0
+    assert set(results["collapse"]) == {"beta 0", "beta 0.04"}
+    assert results["arithmetic-sft"]["gradient_agreement"]["mean_cosine"] < 1

@@ -182,7 +182,7 @@ def rlvr(steps: int = 300, seeds=(0, 1, 2), processes: int = 2, quick: bool = Fa
             f"gradient cosine {out[name]['gradient_agreement']['mean_cosine']:.3f}")
 
     log("sweep (seed 0, chosen on the validation problems)")
-    rates = {m: LEARNING_RATES.get(m, GROUP_LEARNING_RATES) for m in METHODS}
+    rates = {m: LEARNING_RATES.get(m, GROUP_LEARNING_RATES)[:1 if quick else None] for m in METHODS}
     sweep = _run_all([{**base, "method": m, "lr": lr, "seed": seeds[0], "final": True}
                       for m in METHODS for lr in rates[m]], processes, log)
     out["sweep"] = {m: {f"{r['lr']:g}": r["validation_pass1"] for r in sweep if r["method"] == m} for m in METHODS}
