@@ -263,3 +263,12 @@ def test_a_quick_rlvr_run_sweeps_every_method_and_measures_pass_at_1_greedy_and_
     assert results["runs"]["DAPO, seed 0"]["clip_ratio"][-1] >= 0
     assert set(results["collapse"]) == {"beta 0", "beta 0.04"}
     assert results["arithmetic-sft"]["gradient_agreement"]["mean_cosine"] < 1
+
+
+def test_past_the_edge_extends_the_grid_only_where_the_best_rate_sits_on_it():
+    from minirlhf.course.rlvr import past_the_edge
+
+    assert past_the_edge((1e-4, 2e-4, 4e-4), {1e-4: 0.5, 2e-4: 0.6, 4e-4: 0.7}) == 8e-4
+    assert past_the_edge((3e-4, 1e-4, 1e-3), {1e-4: 0.7, 3e-4: 0.6, 1e-3: 0.1}) == pytest.approx(1e-4 / 3)
+    assert past_the_edge((1e-4, 2e-4, 4e-4), {1e-4: 0.5, 2e-4: 0.8, 4e-4: 0.7}) is None
+    assert past_the_edge((1e-4,), {1e-4: 0.5}) is None
