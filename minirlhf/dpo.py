@@ -23,6 +23,7 @@ from .losses import dpo_logits, dpo_loss, ipo_loss, kto_loss
 from .sampling import sample, sample_preference_pairs
 from .tokenizer import TOKENIZER
 from .train import make_optimizer, optimizer_step
+from .utils import FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Rule, check_settings, optional
 
 LOSS_TYPES = ("sigmoid", "ipo", "kto_pair")
 
@@ -52,13 +53,17 @@ class DPOConfig:
     eval_every: int = 0                 # steps between evaluations (0: none); also at the start and the end
     eval_max_new_tokens: int = 64       # as PPO samples, so KLs are comparable
 
+    RULES = {"beta": POSITIVE, "label_smoothing": Rule(lambda x: FRACTION.accepts(x) and x < 0.5, "a number in [0, 0.5)"),
+             "rpo_alpha": optional(NON_NEGATIVE), "learning_rate": POSITIVE, "batch_size": POSITIVE_INT,
+             "steps": POSITIVE_INT, "grad_clip": POSITIVE, "eval_every": NON_NEGATIVE_INT,
+             "eval_max_new_tokens": POSITIVE_INT}
+
     def __post_init__(self):
+        check_settings(type(self).__name__, self, self.RULES)
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.label_smoothing and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing (cDPO) applies to loss_type 'sigmoid' only")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
 
 
 # ---------------------------------------------------------------- data

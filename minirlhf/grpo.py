@@ -35,6 +35,8 @@ from .sampling import prompt_source
 from .tokenizer import TOKENIZER
 from .tools import generate_with_tools
 from .train import make_optimizer, optimizer_step
+from .utils import (FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings, nonfinite_hint,
+                    optional)
 
 RewardFn = Callable[[str, str], float]
 Tool = Callable[[str], str]
@@ -71,7 +73,14 @@ class GRPOConfig:
     seed: int = 0
     n_samples: int = 3                 # responses kept per step in history["samples"]
 
+    RULES = {"steps": POSITIVE_INT, "prompts_per_step": POSITIVE_INT, "num_generations": POSITIVE_INT,
+             "max_completion_length": POSITIVE_INT, "temperature": POSITIVE, "lr": POSITIVE, "beta": NON_NEGATIVE,
+             "epsilon": NON_NEGATIVE, "epsilon_high": optional(NON_NEGATIVE), "num_iterations": POSITIVE_INT,
+             "max_resample_rounds": NON_NEGATIVE_INT, "success_reward": FINITE, "grad_clip": POSITIVE,
+             "n_samples": NON_NEGATIVE_INT}
+
     def __post_init__(self):
+        check_settings(type(self).__name__, self, self.RULES)
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (a group needs others to compare with), got {self.num_generations}")
         for name, value, allowed in (("scale_rewards", self.scale_rewards, SCALE_REWARDS),

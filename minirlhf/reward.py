@@ -20,7 +20,7 @@ from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig, ScalarHead
 from .preferences import bt_probability
 from .tokenizer import TOKENIZER
-from .train import cosine_lr, make_optimizer, optimizer_step
+from .train import check_train_settings, cosine_lr, make_optimizer, optimizer_step
 
 
 # ---------------------------------------------------------------- the model
@@ -254,8 +254,8 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
     Returns {"loss": [per step], "accuracy": [per step, on the batch], "lr": [per step],
              "eval": [(step, held-out preference accuracy), ...]}.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_train_settings("train_reward_model", steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                         weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every)
     prompts, chosen, rejected = (list(column) for column in zip(*as_triples(pairs)))
     tokens, mask = encode_responses(prompts + prompts, chosen + rejected)   # rows: N chosen, then N rejected
     device = next(rm.parameters()).device
@@ -307,8 +307,8 @@ def train_reward_regression(rm: RewardModel, examples: list[tuple[str, str]], ta
     average away, and a rater who sees only some prompts shifts those prompts' rewards. AdamW with a cosine
     schedule, as in train_reward_model. Returns {"loss": [per step], "lr": [per step]}.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_train_settings("train_reward_regression", steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                         weight_decay=weight_decay, grad_clip=grad_clip)
     if len(examples) != len(targets) or not examples:
         raise ValueError(f"need one target per example and at least one example; got {len(examples)} examples and "
                          f"{len(targets)} targets")

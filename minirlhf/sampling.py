@@ -16,6 +16,7 @@ from .generation import Generation, generate
 from .logprobs import response_logprobs
 from .preferences import DEFAULT_TEMPERATURE, label_pairs
 from .tokenizer import TOKENIZER
+from .utils import POSITIVE, POSITIVE_INT, check_settings, optional
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class SamplingConfig:
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_k: int | None = None
+
+    def __post_init__(self):
+        check_settings(type(self).__name__, self, SAMPLING_RULES)
+
+
+# The rules of the sampling settings, shared by every config that samples (PPOConfig, ReinforceConfig, ...).
+SAMPLING_RULES = {"max_new_tokens": POSITIVE_INT, "temperature": POSITIVE, "top_k": optional(POSITIVE_INT)}
 
 
 # ---------------------------------------------------------------- text samples

@@ -10,6 +10,16 @@ from .data import encode_pairs, pack_corpus, random_windows
 from .losses import next_token_loss, sft_loss_mask
 from .tokenizer import TOKENIZER
 from .tools import tool_loss_mask
+from .utils import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings
+
+# The rules of the keyword settings of the loops without a config object (pretrain, sft, the reward models').
+TRAIN_RULES = {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "warmup": NON_NEGATIVE_INT,
+               "weight_decay": NON_NEGATIVE, "grad_clip": POSITIVE, "eval_every": NON_NEGATIVE_INT}
+
+
+def check_train_settings(owner: str, **values) -> None:
+    """utils.check_settings for the keyword settings given, each by its TRAIN_RULES rule."""
+    check_settings(owner, values, {name: TRAIN_RULES[name] for name in values})
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1) -> torch.optim.AdamW:
@@ -73,8 +83,8 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
     called every eval_every steps and at the end. progress: a description to show a progress bar.
     Returns {"loss": [per step], "lr": [per step], "eval": [(step, dict), ...]}.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_train_settings("train_lm", steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                         grad_clip=grad_clip, eval_every=eval_every)
     optimizer = make_optimizer(model, lr, weight_decay)
     history: dict = {"loss": [], "lr": [], "eval": []}
     bar = None
@@ -105,6 +115,7 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
 def pretrain(model: torch.nn.Module, texts: list[str], *, steps: int, batch_size: int = 32, lr: float = 3e-3,
              seed: int = 0, **kwargs) -> dict:
     """Next-token prediction on random windows of the packed corpus (every token counts)."""
+    check_train_settings("pretrain", batch_size=batch_size)
     stream = pack_corpus(texts, TOKENIZER)
     generator = torch.Generator().manual_seed(seed)
     length = model.config.context_length
@@ -118,6 +129,7 @@ def sft(model: torch.nn.Module, pairs: list[tuple[str, str]], *, steps: int, bat
     step is `sft_step` on a batch of batch_size random pairs, with the learning rate of `cosine_lr`.
     tool_output: the responses contain tool calls and their outputs; the outputs are read but not learned
     (`tools.tool_loss_mask`), as in RL with tools."""
+    check_train_settings("sft", batch_size=batch_size)
     tokens, prompt_lengths = encode_pairs(pairs, TOKENIZER)
     if tokens.size(1) > model.config.context_length:
         raise ValueError(f"an SFT example has {tokens.size(1)} tokens but the model's context is "
