@@ -238,7 +238,7 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
         loss = pair_loss(config, policy_chosen, policy_rejected, ref_chosen, ref_rejected)
         nll = -(policy_chosen / c_mask.sum(1)).mean()
         total = loss + config.rpo_alpha * nll if config.rpo_alpha else loss
-        optimizer_step(policy, optimizer, total, step=step, grad_clip=config.grad_clip, what="DPO loss")
+        optimizer_step(policy, optimizer, total, step=step, grad_clip=config.grad_clip, what="DPO loss", settings=config)
         metrics = dpo_metrics(config, policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss)
         metrics["nll"] = float(nll.detach())
         for k, v in metrics.items():
@@ -284,7 +284,7 @@ def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, 
         log_ratio = logps - ref
         z0 = log_ratio.mean().detach().clamp(min=0)
         loss = kto_loss(logps, ref, desirable, z0, config.beta)
-        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="KTO loss")
+        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="KTO loss", settings=config)
         rewards = config.beta * log_ratio.detach()
         history.setdefault("loss", []).append(float(loss.detach()))
         history.setdefault("kl", []).append(float(z0))

@@ -35,8 +35,7 @@ from .sampling import prompt_source
 from .tokenizer import TOKENIZER
 from .tools import generate_with_tools
 from .train import make_optimizer, optimizer_step
-from .utils import (FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings, nonfinite_hint,
-                    optional)
+from .utils import FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings, optional
 
 RewardFn = Callable[[str, str], float]
 Tool = Callable[[str], str]
@@ -210,7 +209,7 @@ def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, batch: GroupRollo
             old, first_entropy = logp.detach(), entropy.detach()
         loss = grpo_loss(logp, old, advantages, mask, config.loss_type, config.epsilon, config.epsilon_high,
                          config.max_completion_length, ref_logp, config.beta)
-        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="GRPO loss")
+        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="GRPO loss", settings=config)
         with torch.no_grad():
             ratio, a = torch.exp(logp.detach() - old), advantages[:, None]
             active = ((ratio < 1 - config.epsilon) & (a < 0)) | ((ratio > 1 + high) & (a > 0))

@@ -208,6 +208,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: PPOB
     KL(old || new)), clip_frac, ratio, policy_loss, value_loss.
     """
     stats: dict = {"approx_kl": [], "clip_frac": [], "ratio": [], "policy_loss": [], "value_loss": []}
+    hint = nonfinite_hint(config)
     P, B = batch.prompt_length, batch.tokens.size(0)
     size = B // config.minibatches
     for _ in range(config.epochs):
@@ -225,8 +226,9 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: PPOB
             loss = pg_loss + config.vf_coef * vf_loss
             if config.entropy_coef:
                 loss = loss - config.entropy_coef * masked_mean(ent, m)
-            check_finite("PPO loss", loss.item(), iteration, "lower the learning rate, or raise beta")
-            optimizer_step(model, optimizer, loss, step=iteration, grad_clip=config.grad_clip, what="PPO loss")
+            check_finite("PPO loss", loss.item(), iteration, hint)
+            optimizer_step(model, optimizer, loss, step=iteration, grad_clip=config.grad_clip, what="PPO loss",
+                           settings=config)
             with torch.no_grad():
                 log_ratio = (logp - old)[m]
                 stats["approx_kl"].append(float(kl_k3(old[m], logp[m]).mean()))   # k3 of KL(old || new)

@@ -107,7 +107,7 @@ def train_reinforce(policy: GPT, reference: GPT, reward_model: nn.Module, prompt
         if gold_fn is not None:
             metrics["gold"] = batch_gold(gold_fn, r.prompts, texts)
         loss = reinforce_loss(seq_logp, returns, sequence_baseline(returns, config.baseline))
-        check_finite("REINFORCE loss", loss.item(), it, "lower the learning rate, or raise beta")
+        check_finite("REINFORCE loss", loss.item(), it, nonfinite_hint(config))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip))

@@ -221,7 +221,7 @@ def _epoch_batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 def reward_step(rm: RewardModel, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
-                attention_mask: torch.Tensor, grad_clip: float, *, step: int = 0) -> tuple[float, float]:
+                attention_mask: torch.Tensor, grad_clip: float, *, step: int = 0, settings=None) -> tuple[float, float]:
     """One Bradley-Terry update on a batch of B pairs, scored in ONE forward pass of 2B rows.
 
         r = rm(tokens, attention_mask)        r_chosen = r[:B], r_rejected = r[B:]
@@ -231,12 +231,12 @@ def reward_step(rm: RewardModel, optimizer: torch.optim.Optimizer, tokens: torch
     the same pairs, in the same order (any padding side: rm reads each row at its last real token). One pass
     instead of two halves the calls and gives both halves of a pair the same weights.
     Then zero_grad, backward, clip the gradient norm to grad_clip, step (train.optimizer_step, which stops
-    on a non-finite loss and names `step`).
+    on a non-finite loss and names `step` and, among `settings`, the likely cause).
     Returns (loss, accuracy on the batch) as Python floats: a loss kept as a tensor would keep its graph alive.
     """
     reward_chosen, reward_rejected = rm(tokens, attention_mask).chunk(2)
     loss = bradley_terry_loss(reward_chosen, reward_rejected)
-    optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward model loss")
+    optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward model loss", settings=settings)
     return loss.item(), pairwise_accuracy(reward_chosen.detach(), reward_rejected.detach())
 
 
@@ -278,7 +278,8 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
         idx = next(batches)
         rows = torch.cat([idx, idx + n])
         width = int(mask[rows].sum(1).max())          # right-padded: drop the all-pad columns
-        loss, accuracy = reward_step(rm, optimizer, tokens[rows, :width], mask[rows, :width], grad_clip, step=step)
+        loss, accuracy = reward_step(rm, optimizer, tokens[rows, :width], mask[rows, :width], grad_clip, step=step,
+                                     settings={"lr": lr, "grad_clip": grad_clip})
         history["loss"].append(loss)
         history["accuracy"].append(accuracy)
         history["lr"].append(optimizer.param_groups[0]["lr"])
@@ -332,7 +333,8 @@ def train_reward_regression(rm: RewardModel, examples: list[tuple[str, str]], ta
         idx = next(batches)
         width = int(mask[idx].sum(1).max())
         loss = (rm(tokens[idx, :width], mask[idx, :width]) - y[idx]).pow(2).mean()
-        optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward regression loss")
+        optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward regression loss",
+                       settings={"lr": lr, "grad_clip": grad_clip})
         history["loss"].append(loss.item())
         history["lr"].append(optimizer.param_groups[0]["lr"])
     rm.eval()

@@ -10,7 +10,7 @@ from .data import encode_pairs, pack_corpus, random_windows
 from .losses import next_token_loss, sft_loss_mask
 from .tokenizer import TOKENIZER
 from .tools import tool_loss_mask
-from .utils import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings
+from .utils import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings, nonfinite_hint
 
 # The rules of the keyword settings of the loops without a config object (pretrain, sft, the reward models').
 TRAIN_RULES = {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "warmup": NON_NEGATIVE_INT,
@@ -41,10 +41,11 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int, final_fraction: flo
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, *,
-                   step: int, grad_clip: float, what: str = "training loss") -> None:
-    """One update: stop on a non-finite loss (naming it and the step), backward, clip the gradient norm, step."""
+                   step: int, grad_clip: float, what: str = "training loss", settings=None) -> None:
+    """One update: stop on a non-finite loss (naming it, the step and the settings that could cause it: settings
+    is the trainer's config or a dict of its keyword settings), backward, clip the gradient norm, step."""
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} became {loss.item()} at step {step}: lower the learning rate")
+        raise FloatingPointError(f"{what} became {loss.item()} at step {step}: {nonfinite_hint(settings or {})}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -52,11 +53,12 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, los
 
 
 def lm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
-            loss_mask: torch.Tensor | None, *, grad_clip: float, step: int = 0) -> float:
+            loss_mask: torch.Tensor | None, *, grad_clip: float, step: int = 0, settings=None) -> float:
     """One next-token update on tokens (B, T): forward, loss over the targets loss_mask keeps (all if None),
-    then `optimizer_step`. Returns the loss as a Python float (no graph kept alive between steps)."""
+    then `optimizer_step` (settings: named if the loss is not finite). Returns the loss as a Python float (no
+    graph kept alive between steps)."""
     loss = next_token_loss(model(tokens), tokens, loss_mask)
-    optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip)
+    optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip, settings=settings)
     return loss.item()
 
 
@@ -98,7 +100,8 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
             group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
         tokens, loss_mask = next_batch(step)
         tokens, loss_mask = tokens.to(device), None if loss_mask is None else loss_mask.to(device)
-        history["loss"].append(lm_step(model, optimizer, tokens, loss_mask, grad_clip=grad_clip, step=step))
+        history["loss"].append(lm_step(model, optimizer, tokens, loss_mask, grad_clip=grad_clip, step=step,
+                                       settings={"lr": lr, "grad_clip": grad_clip}))
         history["lr"].append(optimizer.param_groups[0]["lr"])
         if bar is not None:
             bar.update(1)

@@ -143,3 +143,31 @@ def test_ppo_minibatches_must_divide_the_batch_at_construction():
 def test_the_loops_without_a_config_check_their_keyword_settings(call, field):
     with pytest.raises(ValueError, match=rf"{field} must be"):
         call()
+
+
+# ---------------------------------------------------------------- a non-finite loss names the setting behind it
+def test_the_nonfinite_hint_names_the_extreme_settings_or_else_the_learning_rate():
+    hint = nonfinite_hint(PPOConfig(temperature=0.01, beta=50.0))
+    assert "temperature = 0.01" in hint and "beta = 50.0" in hint and "lower the learning rate" not in hint
+    assert nonfinite_hint(DPOConfig(learning_rate=0.5)).startswith("the likely cause is learning_rate = 0.5")
+    assert nonfinite_hint(PPOConfig()) == ("no setting looks extreme: lower the learning rate (now 0.00015), "
+                                           "or look for NaN/inf in the inputs")
+    assert "lower the learning rate, or look" in nonfinite_hint({})
+
+
+def test_a_nonfinite_dpo_loss_names_the_extreme_beta(monkeypatch):
+    from minirlhf import dpo
+    monkeypatch.setattr(dpo, "dpo_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    pairs = [{"prompt": "a", "chosen": "b", "rejected": "c"}] * 4
+    with pytest.raises(FloatingPointError, match=r"DPO loss became nan at step 0: the likely cause is beta = 50\.0"):
+        dpo.train_dpo(GPT(TINY), pairs, DPOConfig(beta=50.0, steps=1, batch_size=4))
+    with pytest.raises(FloatingPointError, match=r"no setting looks extreme: lower the learning rate \(now 5e-05\)"):
+        dpo.train_dpo(GPT(TINY), pairs, DPOConfig(steps=1, batch_size=4))
+
+
+def test_a_nonfinite_sft_loss_names_the_learning_rate():
+    model = GPT(TINY)
+    with torch.no_grad():
+        model.tok_emb.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"training loss became nan at step 0: the likely cause is lr = 1\.0"):
+        sft(model, [("a", "b")], steps=1, lr=1.0)
