@@ -101,6 +101,15 @@ def dr_grpo_config(**kwargs) -> GRPOConfig:
 
 
 # ---------------------------------------------------------------- rollout
+def one_reward(reward_fn: RewardFn, prompt: str, response: str) -> float:
+    """reward_fn(prompt, response) as a float, or a TypeError saying that it must be one number per response."""
+    value = reward_fn(prompt, response)
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):    # RuntimeError: a tensor of more than one element
+        raise TypeError(f"reward_fn returned {value!r} for the response {response!r}: it must return one number "
+                        "(a float) per (prompt, response)") from None
+
 @dataclass
 class GroupRollout:
     """P prompts x G responses as B = P * G rows, prompt p's responses in rows p*G ... p*G + G - 1.
@@ -178,7 +187,8 @@ def group_rollout(policy: GPT, prompts: list[str], reward_fn: RewardFn, num_gene
     texts = [TOKENIZER.decode(r) for r in gen.responses]
     t_generate = time.perf_counter() - start
     start = time.perf_counter()
-    rewards = torch.tensor([float(reward_fn(p, t)) for p, t in zip(repeated, texts)]).view(len(prompts), num_generations)
+    rewards = torch.tensor([one_reward(reward_fn, p, t) for p, t in zip(repeated, texts)]).view(len(prompts),
+                                                                                            num_generations)
     if not torch.isfinite(rewards).all():
         raise FloatingPointError("reward_fn returned NaN or inf; it must return a finite float for every response")
     rollout = GroupRollout(repeated, texts, gen, rewards.to(gen.tokens.device), loss_mask)
@@ -338,7 +348,7 @@ class VerifierReward(torch.nn.Module):
                 raise ValueError(f"{text!r} does not contain the prompt end {self.prompt_end!r}: pass the string "
                                  "that ends every prompt of the task")
             cut += len(self.prompt_end)
-            scores.append(float(self.reward_fn(text[:cut], text[cut:])))
+            scores.append(one_reward(self.reward_fn, text[:cut], text[cut:]))
         return torch.tensor(scores, device=tokens.device)
 
 

@@ -19,6 +19,7 @@ from .logprobs import gather_last
 from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig, ScalarHead
 from .preferences import bt_probability
+from .sampling import one_score_per_row
 from .tokenizer import TOKENIZER
 from .train import check_train_settings, cosine_lr, make_optimizer, optimizer_step
 
@@ -110,7 +111,7 @@ def score(rm: RewardModel, prompts: list[str], responses: list[str], batch_size:
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         tokens, mask = encode_responses([prompts[i] for i in rows], [responses[i] for i in rows])
-        rewards[rows] = rm(tokens.to(device), mask.to(device)).float().cpu()
+        rewards[rows] = one_score_per_row(rm(tokens.to(device), mask.to(device)), len(rows)).float().cpu()
     return rewards
 
 

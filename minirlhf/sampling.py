@@ -109,10 +109,20 @@ def rollout(policy, reference, reward_model, prompt_texts: list[str], sampling: 
     t_generate = time.perf_counter() - start
     start = time.perf_counter()
     with torch.no_grad():
-        scores = reward_model(gen.tokens, gen.attention_mask).float()
+        scores = one_score_per_row(reward_model(gen.tokens, gen.attention_mask), len(ids)).float()
         ref_logprobs, _ = response_logprobs(reference, gen.tokens, gen.attention_mask, gen.prompt_length,
                                             sampling.temperature, sampling.top_k)
     return Rollout(list(prompt_texts), gen, scores, ref_logprobs), t_generate, time.perf_counter() - start
+
+
+def one_score_per_row(scores, rows: int) -> torch.Tensor:
+    """A reward model's output, checked to be (rows,): a (B, 1) one would broadcast against the (B,) tensors it
+    meets (B x B rewards) instead of failing."""
+    shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+    if shape != (rows,):
+        raise ValueError(f"the reward model returned {shape} for {rows} rows: it must return one scalar per row, a "
+                         f"tensor of shape ({rows},); a head that outputs (B, 1) needs .squeeze(-1)")
+    return scores
 
 
 def prompt_source(prompts, batch_size: int, seed: int, generator: torch.Generator) -> Callable[[int], list[str]]:

@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from minirlhf import sampling
+from helpers import tiny_config, tiny_models, tiny_reinforce_config
+from minirlhf import dpo
 from minirlhf.course import experiments, recipes
-from minirlhf.dpo import DPOConfig
-from minirlhf.grpo import GRPOConfig
+from minirlhf.dpo import DPOConfig, train_dpo
+from minirlhf.grpo import GRPOConfig, VerifierReward, train_grpo
 from minirlhf.model import GPT, GPTConfig
-from minirlhf.ppo import PPOConfig
-from minirlhf.reinforce import ReinforceConfig
-from minirlhf.reward import RewardModel, train_reward_model, train_reward_regression
+from minirlhf.ppo import PPOConfig, train_ppo
+from minirlhf.reinforce import ReinforceConfig, train_reinforce
+from minirlhf.reward import RewardModel, score, train_reward_model, train_reward_regression
+from minirlhf.tasks import reviews
 from minirlhf.sampling import SamplingConfig
 from minirlhf.tokenizer import TOKENIZER
 from minirlhf.train import pretrain, sft
@@ -156,13 +158,12 @@ def test_the_nonfinite_hint_names_the_extreme_settings_or_else_the_learning_rate
 
 
 def test_a_nonfinite_dpo_loss_names_the_extreme_beta(monkeypatch):
-    from minirlhf import dpo
     monkeypatch.setattr(dpo, "dpo_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     pairs = [{"prompt": "a", "chosen": "b", "rejected": "c"}] * 4
     with pytest.raises(FloatingPointError, match=r"DPO loss became nan at step 0: the likely cause is beta = 50\.0"):
-        dpo.train_dpo(GPT(TINY), pairs, DPOConfig(beta=50.0, steps=1, batch_size=4))
+        train_dpo(GPT(TINY), pairs, DPOConfig(beta=50.0, steps=1, batch_size=4))
     with pytest.raises(FloatingPointError, match=r"no setting looks extreme: lower the learning rate \(now 5e-05\)"):
-        dpo.train_dpo(GPT(TINY), pairs, DPOConfig(steps=1, batch_size=4))
+        train_dpo(GPT(TINY), pairs, DPOConfig(steps=1, batch_size=4))
 
 
 def test_a_nonfinite_sft_loss_names_the_learning_rate():
@@ -171,3 +172,35 @@ def test_a_nonfinite_sft_loss_names_the_learning_rate():
         model.tok_emb.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 0: the likely cause is lr = 1\.0"):
         sft(model, [("a", "b")], steps=1, lr=1.0)
+
+
+# ---------------------------------------------------------------- a reward must be one number per row
+class ColumnRM(torch.nn.Module):
+    """A reward model whose head kept its last dimension: (B, 1) instead of (B,)."""
+
+    def __init__(self, rm):
+        super().__init__()
+        self.rm = rm
+
+    def forward(self, tokens, attention_mask):
+        return self.rm(tokens, attention_mask)[:, None]
+
+
+def test_a_reward_model_returning_b_by_1_is_refused_where_the_trainers_call_it():
+    policy, reference, rm = tiny_models()
+    message = r"returned \(8, 1\) for 8 rows: it must return one scalar per row, a tensor of shape \(8,\)"
+    with pytest.raises(ValueError, match=message):
+        train_ppo(policy, reference, ColumnRM(rm), reviews.prompts, tiny_config(iterations=1))
+    with pytest.raises(ValueError, match=message):
+        train_reinforce(policy, reference, ColumnRM(rm), reviews.prompts, tiny_reinforce_config(iterations=1))
+    with pytest.raises(ValueError, match=r"returned \(2, 1\) for 2 rows"):
+        score(ColumnRM(rm), ["review: soup\n"] * 2, ["good.", "bad."])
+
+
+def test_a_reward_function_returning_a_list_is_refused_with_what_to_return():
+    config = GRPOConfig(steps=1, prompts_per_step=2, num_generations=2, max_completion_length=4)
+    with pytest.raises(TypeError, match=r"reward_fn returned \[1\.0\] .*one number \(a float\) per \(prompt, response\)"):
+        train_grpo(GPT(TINY), ["q: 1+1\na: "], lambda p, r: [1.0], config)
+    tokens = torch.tensor([TOKENIZER.encode("q: 1\na: 2", bos=True)])
+    with pytest.raises(TypeError, match="one number"):
+        VerifierReward(lambda p, r: (1.0, 2.0), "\na: ")(tokens, torch.ones_like(tokens, dtype=torch.bool))
