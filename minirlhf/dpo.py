@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from .data import encode_pairs
@@ -250,6 +251,17 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
     return history
 
 
+def thumb(value, index: int) -> bool:
+    """An example's "desirable" as a bool: True/False, or the text "true"/"false" (a CSV or hand-written JSON).
+    bool() would read any other text, "false" and "no" included, as a thumb up."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"examples[{index}]['desirable'] is {value!r}: it must be True or False (or the text 'true' or "
+                     "'false'); ratings.thumbs makes such examples from stars")
+
+
 def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, reference=None) -> dict:
     """KTO on unpaired thumbs [{prompt, response, desirable}] (TRL's KTOTrainer on an unpaired dataset).
 
@@ -270,8 +282,8 @@ def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, 
     prompts, responses = [e["prompt"] for e in examples], [e["response"] for e in examples]
     tokens, prompt_lengths = encode_pairs(list(zip(prompts, responses)))
     mask = response_mask(tokens, prompt_lengths)
+    desirable_all = torch.tensor([thumb(e["desirable"], i) for i, e in enumerate(examples)])
     ref_all = text_logprobs(reference, prompts, responses).float()
-    desirable_all = torch.tensor([bool(e["desirable"]) for e in examples])
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(policy, config.learning_rate)
     history: dict[str, list] = {}
