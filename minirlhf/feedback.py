@@ -202,6 +202,8 @@ def read_log(path, repair: bool = False) -> list[dict]:
                 raise _torn_tail_error(path, number, text) from None
             _move_tail_to_backup(path, offset, text)
             break
+        except (RecursionError, ValueError) as e:     # nested too deep, or an integer too long to read
+            raise _line_error(path, number, f"not readable JSON ({e.__class__.__name__}: {e})", text) from None
         problem = record_problem(record)
         if problem is None and last_seq is not None and record["seq"] <= last_seq:
             problem = f"seq {record['seq']} is not larger than the seq before it ({last_seq})"

@@ -16,6 +16,7 @@ from .generation import Generation, generate
 from .logprobs import response_logprobs
 from .preferences import DEFAULT_TEMPERATURE, label_pairs
 from .tokenizer import TOKENIZER
+from .utils import POSITIVE, POSITIVE_INT, check_settings, optional
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class SamplingConfig:
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_k: int | None = None
+
+    def __post_init__(self):
+        check_settings(type(self).__name__, self, SAMPLING_RULES)
+
+
+# The rules of the sampling settings, shared by every config that samples (PPOConfig, ReinforceConfig, ...).
+SAMPLING_RULES = {"max_new_tokens": POSITIVE_INT, "temperature": POSITIVE, "top_k": optional(POSITIVE_INT)}
 
 
 # ---------------------------------------------------------------- text samples
@@ -101,10 +109,20 @@ def rollout(policy, reference, reward_model, prompt_texts: list[str], sampling: 
     t_generate = time.perf_counter() - start
     start = time.perf_counter()
     with torch.no_grad():
-        scores = reward_model(gen.tokens, gen.attention_mask).float()
+        scores = one_score_per_row(reward_model(gen.tokens, gen.attention_mask), len(ids)).float()
         ref_logprobs, _ = response_logprobs(reference, gen.tokens, gen.attention_mask, gen.prompt_length,
                                             sampling.temperature, sampling.top_k)
     return Rollout(list(prompt_texts), gen, scores, ref_logprobs), t_generate, time.perf_counter() - start
+
+
+def one_score_per_row(scores, rows: int) -> torch.Tensor:
+    """A reward model's output, checked to be (rows,): a (B, 1) one would broadcast against the (B,) tensors it
+    meets (B x B rewards) instead of failing."""
+    shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+    if shape != (rows,):
+        raise ValueError(f"the reward model returned {shape} for {rows} rows: it must return one scalar per row, a "
+                         f"tensor of shape ({rows},); a head that outputs (B, 1) needs .squeeze(-1)")
+    return scores
 
 
 def prompt_source(prompts, batch_size: int, seed: int, generator: torch.Generator) -> Callable[[int], list[str]]:

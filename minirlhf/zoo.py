@@ -16,6 +16,7 @@ import io
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +36,20 @@ MODEL_KINDS: dict[str, Callable[[GPTConfig], torch.nn.Module]] = {"gpt": GPT, "r
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not match what was asked for."""
+    """A shipped file (checkpoint, preference pairs, manifest, results) is missing, corrupt, or does not match
+    what was asked for."""
+
+
+def parse_json(path: Path, data: bytes, fix: str):
+    """json.loads(data) read from `path`, or a CheckpointError naming the file (and the line of a syntax error),
+    what is wrong and `fix`, what to do. Raw, a damaged file escapes as a JSONDecodeError, UnicodeDecodeError or
+    RecursionError (nested too deep) that names no file."""
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}): {fix}") from None
+    except (RecursionError, ValueError) as e:          # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{path} is not readable JSON ({e.__class__.__name__}: {e}): {fix}") from None
 
 
 # ---------------------------------------------------------------- files
@@ -119,23 +133,32 @@ def load_pairs_file(path: Path, expected_sha256: str | None = None) -> dict[str,
         raise CheckpointError(f"no preference data at {path}. Build it with: python -m minirlhf zoo build {path.name.split('.')[0]}")
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise CheckpointError(f"{path} does not match its sha256 in the manifest: restore it with git or rebuild it.")
+    fix = "restore it with git or rebuild it."
     try:
-        payload = json.loads(gzip.decompress(path.read_bytes()))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not readable gzipped JSON ({e}); restore it with git or rebuild it.") from e
-    if payload.get("format") != PAIRS_FORMAT:
-        raise CheckpointError(f"{path} is not a minirlhf preference file of format {PAIRS_FORMAT!r}.")
-    return payload["splits"]
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as e:       # not gzip, cut short, or damaged inside
+        raise CheckpointError(f"{path} is not readable gzip ({e.__class__.__name__}: {e}); {fix}") from None
+    payload = parse_json(path, data, fix)
+    if not isinstance(payload, dict) or payload.get("format") != PAIRS_FORMAT:
+        raise CheckpointError(f"{path} is not a minirlhf preference file of format {PAIRS_FORMAT!r}: {fix}")
+    splits = payload.get("splits")
+    if not isinstance(splits, dict) or not all(isinstance(pairs, list) for pairs in splits.values()):
+        raise CheckpointError(f"{path} has no 'splits' {{split: [pairs]}}: {fix}")
+    return splits
 
 
 def read_manifest(zoo_dir: Path = ZOO_DIR) -> dict:
     path = Path(zoo_dir) / MANIFEST
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON (line {e.lineno}): restore it with git or rebuild the zoo.") from e
+    fix = "restore it with `git checkout -- data/zoo/MANIFEST.json` or rebuild the zoo."
+    manifest = parse_json(path, path.read_bytes(), fix)
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path} must be a JSON object {{name: entry}}, not a {type(manifest).__name__}: {fix}")
+    for name, entry in manifest.items():
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("file", "sha256"))):
+            raise CheckpointError(f"{path}: the entry {name!r} needs a 'file' and a 'sha256' (strings): {fix}")
+    return manifest
 
 
 def write_manifest(manifest: dict, zoo_dir: Path = ZOO_DIR) -> None:
@@ -184,6 +207,8 @@ def load_entry(name: str, zoo_dir: Path = ZOO_DIR):
 def load_results(name: str, results_dir: Path = RESULTS_DIR) -> dict:
     """The shipped results of an experiment (data/results/NAME.json), as the notebooks plot them."""
     path = Path(results_dir) / f"{name}.json"
+    rerun = f"python -m minirlhf experiments {name.replace('_', '-')}"
     if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}: run python -m minirlhf experiments {name.replace('_', '-')}")
-    return json.loads(path.read_text())
+        raise FileNotFoundError(f"no results at {path}: run {rerun}")
+    return parse_json(path, path.read_bytes(), f"restore it with `git checkout -- {path.name}` (from data/results) "
+                                               f"or rerun {rerun}")

@@ -3,6 +3,7 @@ import copy
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,3 +160,13 @@ def test_length_grouped_batches_cover_every_row_once_with_similar_lengths():
     assert sorted(torch.cat(batches).tolist()) == list(range(1000))
     spread = sum(float(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
     assert spread < 30                                # random batches of 16 would spread about 110
+
+
+def test_kto_reads_desirable_as_a_real_bool_and_refuses_what_is_not_one():
+    assert [dpo.thumb(v, 0) for v in (True, False, "true", "false", "False", np.bool_(True))] == \
+        [True, False, True, False, False, True]
+    for bad in ("no", "0", 1, None, "yes"):
+        with pytest.raises(ValueError, match=r"examples\[1\]\['desirable'\] is .*: it must be True or False"):
+            dpo.train_kto(tiny_model(context_length=48), [{"prompt": "a", "response": "b", "desirable": True},
+                                                          {"prompt": "a", "response": "c", "desirable": bad}],
+                          DPOConfig(steps=1))

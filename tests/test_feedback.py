@@ -88,6 +88,8 @@ def test_append_refuses_a_bad_record_and_writes_nothing(tmp_path):
     (good_line(1, "a", seq=1), "seq 1 is not larger than the seq before it (2)"),
     ('{"op": "undo", "seq": 9, "undoes": 7}', "undoes seq 7, which is no label in effect"),
     ('{"op": "undo", "seq": 9}', "needs the field(s) undoes"),
+    ("[" * 100_000, "not readable JSON (RecursionError"),                  # json.loads raised a bare RecursionError
+    ('{"op": "undo", "seq": ' + "1" * 5000 + "}", "not readable JSON (ValueError: Exceeds the limit"),
 ])
 def test_malformed_line_reported_with_its_number(tmp_path, bad, expected):
     path = tmp_path / "labels.jsonl"

@@ -71,3 +71,37 @@ def test_shipped_zoo_verifies_and_loads():
                                                {"prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"})
         else:
             assert not zoo.load(name).training
+
+
+def test_a_damaged_pairs_file_names_the_file_and_what_to_do(tmp_path):
+    import gzip
+    path = tmp_path / "p.json.gz"
+    zoo.save_pairs(path, {"train": [{"prompt": "a", "chosen": "b", "rejected": "c"}]}, name="p")
+    good = path.read_bytes()
+    cases = {
+        "cut short (EOFError)": (good[:len(good) // 2], "is not readable gzip \\(EOFError"),
+        "damaged inside (zlib)": (good[:10] + b"\x07" * 20 + good[30:], "is not readable gzip"),
+        "not gzip": (b"plain text", "is not readable gzip \\(BadGzipFile"),
+        "not JSON": (gzip.compress(b'{"format": 1,\n oops'), "is not valid JSON \\(line 2, column 2"),
+        "nested too deep": (gzip.compress(b"[" * 100_000), "is not readable JSON \\(RecursionError"),
+        "not UTF-8": (gzip.compress(b'{"a": "\xff"}'), "is not readable JSON \\(UnicodeDecodeError"),
+        "a list": (gzip.compress(b"[1, 2]"), "is not a minirlhf preference file"),
+        "no splits": (gzip.compress(b'{"format": "minirlhf-pairs/1"}'), "has no 'splits'"),
+    }
+    for name, (data, message) in cases.items():
+        path.write_bytes(data)
+        with pytest.raises(zoo.CheckpointError, match=rf"{path}.*{message}.*restore it with git") as caught:
+            zoo.load_pairs_file(path)
+        assert caught.value.__class__ is zoo.CheckpointError, name
+
+
+def test_a_damaged_manifest_or_results_file_names_the_file_and_what_to_do(tmp_path):
+    path = tmp_path / zoo.MANIFEST
+    for data, message in ((b"[" * 100_000, "RecursionError"), (b'{"a": "\xff"}', "UnicodeDecodeError"),
+                          (b"[1]", "must be a JSON object"), (b'{"m": {"file": "m.pt"}}', "the entry 'm' needs")):
+        path.write_bytes(data)
+        with pytest.raises(zoo.CheckpointError, match=rf"{path}.*{message}.*git checkout"):
+            zoo.read_manifest(tmp_path)
+    (tmp_path / "run.json").write_text('{\n  "x": 1,\n}')
+    with pytest.raises(zoo.CheckpointError, match=r"run\.json is not valid JSON \(line 3, .*rerun python -m minirlhf"):
+        zoo.load_results("run", tmp_path)
