@@ -10,9 +10,10 @@ import torch
 
 from helpers import tiny_config, tiny_models, tiny_reinforce_config
 from minirlhf import dpo
-from minirlhf.course import experiments, recipes
+from minirlhf.course import recipes, rlvr
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.grpo import GRPOConfig, VerifierReward, train_grpo
+from minirlhf.rft import RFTConfig
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.ppo import PPOConfig, train_ppo
 from minirlhf.reinforce import ReinforceConfig, train_reinforce
@@ -23,7 +24,7 @@ from minirlhf.tokenizer import TOKENIZER
 from minirlhf.train import pretrain, sft
 from minirlhf.utils import REPO_ROOT, nonfinite_hint
 
-CONFIGS = {c.__name__: c for c in (PPOConfig, ReinforceConfig, GRPOConfig, DPOConfig, SamplingConfig)}
+CONFIGS = {c.__name__: c for c in (PPOConfig, ReinforceConfig, GRPOConfig, RFTConfig, DPOConfig, SamplingConfig)}
 TINY = GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=16, n_layers=1, n_heads=2)
 
 
@@ -63,8 +64,8 @@ def test_the_recipes_experiments_and_shipped_results_configs_are_accepted():
     GRPOConfig(**recipes.GRPO_ARITHMETIC)
     GRPOConfig(**recipes.TOOL_GRPO, success_reward=1.0 - recipes.TOOL_CALL_COST)
     PPOConfig(**recipes.SUPPORT_PPO)
-    for overrides in experiments.GRPO_METHODS.values():
-        GRPOConfig(**overrides)
+    for method, overrides in rlvr.METHODS.items():
+        (RFTConfig if method == "RFT" else GRPOConfig)(**overrides)
     found = 0
 
     def walk(x):
@@ -103,6 +104,7 @@ BAD = [
     (GRPOConfig, "epsilon_high", -0.28), (GRPOConfig, "steps", 0), (GRPOConfig, "prompts_per_step", 0),
     (GRPOConfig, "num_iterations", 0), (GRPOConfig, "lr", 0.0), (GRPOConfig, "max_completion_length", 0),
     (GRPOConfig, "temperature", -1.0),
+    (RFTConfig, "steps", 0), (RFTConfig, "num_generations", 0), (RFTConfig, "lr", -1e-4), (RFTConfig, "lr", math.nan),
     (DPOConfig, "beta", math.nan), (DPOConfig, "beta", -0.1), (DPOConfig, "beta", math.inf),
     (DPOConfig, "learning_rate", 0.0), (DPOConfig, "batch_size", 0), (DPOConfig, "steps", 0),
     (DPOConfig, "label_smoothing", 0.5), (DPOConfig, "label_smoothing", -0.1), (DPOConfig, "rpo_alpha", -1.0),
