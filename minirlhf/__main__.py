@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-TOOLS = {"zoo": "recipes", "experiments": "experiments", "bench": "bench", "student": "student"}
+TOOLS = {"zoo": "recipes", "experiments": "experiments", "bench": "bench", "student": "student", "site": "site"}
 
 
 def main(argv: list[str] | None = None) -> int:
