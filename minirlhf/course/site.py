@@ -45,6 +45,15 @@ FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect wi
            'text-anchor="middle" fill="#fff">RL</text></svg>')
 # TeX in, SVG out: one script and no font files to load
 MATHJAX_SCRIPT = "tex-svg.js"
+# Furo's 46em column cuts the notebooks' code lines and shrinks their side-by-side plots: up to 54em (60em with its
+# padding) where the page's table of contents is shown beside it (from 82em), centred as Furo centres its own
+SITE_CSS = """@media (min-width: 82em) {
+  .sidebar-drawer { width: max(15em, calc(50% - 30em)); }
+  .main { min-width: 0; }
+  .content { width: 54em; min-width: 0; }
+}
+.widget-note { color: var(--color-foreground-secondary); font-size: var(--font-size--small); }
+"""
 MISSING_TOOLS = "the site's tools are missing: pip install -r requirements-dev.txt"
 
 
@@ -216,6 +225,8 @@ def sphinx_config(title: str) -> dict:
         "html_theme": "furo",
         "html_title": title,
         "html_favicon": "favicon.svg",                # written into the source folder by write_sources
+        "html_static_path": ["_static"],              # and so is _static/minirlhf.css
+        "html_css_files": ["minirlhf.css"],
         "html_copy_source": False,                    # _sources/ would hold a second copy of every notebook
         "html_show_sourcelink": False,
         "suppress_warnings": ["myst.header"],         # notebooks jump from "#" to "###" for small asides
@@ -223,9 +234,11 @@ def sphinx_config(title: str) -> dict:
 
 
 def write_sources(src: Path, notebooks: list[Notebook], readme: str, zoo_files: list[Path], student_dir: Path) -> None:
-    """Sphinx's source folder: index.md, a web copy of each notebook and the site's icon."""
+    """Sphinx's source folder: index.md, a web copy of each notebook, the site's icon and style."""
     (src / "index.md").write_text(home_page(readme, notebooks, zoo_files))
     (src / "favicon.svg").write_text(FAVICON)
+    (src / "_static").mkdir()
+    (src / "_static" / "minirlhf.css").write_text(SITE_CSS)
     for notebook in notebooks:
         links = download_links(notebook, (student_dir / notebook.path.name).is_file())
         nb = web_notebook(nbformat.read(notebook.path, as_version=4), links)
