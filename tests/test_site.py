@@ -87,6 +87,29 @@ def test_a_page_gets_download_links_under_its_title_and_a_note_instead_of_a_widg
     assert "widgets" not in web.metadata and "widgets" in nb.metadata and nb.cells[1].outputs[0] == widget
 
 
+def test_a_build_replaces_an_old_site_but_never_a_folder_of_other_files(tmp_path):
+    old_site, other = tmp_path / "site", tmp_path / "notes"
+    (old_site / "_static").mkdir(parents=True)
+    (old_site / "index.html").write_text("old")
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    site.clear_output_folder(old_site)
+    assert not old_site.exists()
+    with pytest.raises(SystemExit, match="holds no site built before"):
+        site.clear_output_folder(other)
+    assert (other / "mine.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    site.clear_output_folder(tmp_path / "empty")
+    site.clear_output_folder(tmp_path / "absent")
+
+
+def test_without_the_site_tools_the_build_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "sphinx.application", None)          # as if Sphinx were not installed
+    with pytest.raises(SystemExit, match=re.escape("pip install -r requirements-dev.txt")):
+        site.build_site(tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+
+
 # ---- the built site in a real browser ----
 
 TOOLS = ("sphinx", "myst_nb", "furo", "mathjax", "playwright")

@@ -229,7 +229,6 @@ def sphinx_config(title: str) -> dict:
         "html_css_files": ["minirlhf.css"],
         "html_copy_source": False,                    # _sources/ would hold a second copy of every notebook
         "html_show_sourcelink": False,
-        "suppress_warnings": ["myst.header"],         # notebooks jump from "#" to "###" for small asides
     }
 
 
@@ -260,8 +259,18 @@ def copy_assets(out: Path, notebooks: list[Notebook], zoo_files: list[Path], stu
     shutil.copytree(mathjax, out / "_static" / "mathjax", dirs_exist_ok=True)
 
 
+def clear_output_folder(out: Path) -> None:
+    """Empty `out` for a fresh build, refusing a folder with anything in it that is not a site built before (a
+    mistyped --out must not delete someone's files)."""
+    if not out.exists():
+        return
+    if any(out.iterdir()) and not ((out / "index.html").is_file() and (out / "_static").is_dir()):
+        raise SystemExit(f"{out} is not empty and holds no site built before: choose another --out")
+    shutil.rmtree(out)
+
+
 def build_site(out: Path, repo: Path = REPO_ROOT, log=sys.stdout) -> list[str]:
-    """Render the course into `out` (replaced if it exists); returns Sphinx's warnings, one per line."""
+    """Render the course into `out` (a site built there before is replaced); returns Sphinx's warnings, one a line."""
     try:
         from sphinx.application import Sphinx
         import furo, myst_nb  # noqa: F401  (fail here with the fix, not deep inside Sphinx)
@@ -274,8 +283,7 @@ def build_site(out: Path, repo: Path = REPO_ROOT, log=sys.stdout) -> list[str]:
     student_dir = repo / "notebooks" / "student"
     zoo_files = sorted(p for p in (repo / "data" / "zoo").glob("*") if p.is_file())
     readme = (repo / "README.md").read_text()
-    if out.exists():
-        shutil.rmtree(out)
+    clear_output_folder(out)
     warnings = io.StringIO()
     with tempfile.TemporaryDirectory(prefix="minirlhf-site-") as tmp:
         src = Path(tmp) / "src"
@@ -299,5 +307,6 @@ def main(argv=None) -> int:
     for line in warnings:
         print(line, file=sys.stderr)
     print(f"site written to {args.out / 'index.html'} in {time.perf_counter() - start:.0f} s "
-          f"({len(warnings)} warning(s)); open it in a browser, or serve it: python -m http.server -d {args.out}")
+          f"({len(warnings)} warning(s)); open it in a browser, or serve it: "
+          f"python -m http.server -b 127.0.0.1 -d {args.out}")
     return 0
