@@ -70,6 +70,7 @@ def test_the_home_page_has_the_course_map_with_page_links_and_one_toctree_per_pa
     assert [caption for caption, _ in toctrees] == [title for title, _ in site.PARTS]
     assert [stem for _, entries in toctrees for stem in entries.split()] == [n.stem for n in SOLUTIONS]
     assert 'href="downloads/zoo/MANIFEST.json" download' in page
+    assert site.file_size(3_301_234) == "3.3 MB" and site.file_size(21_450) == "21 kB"
 
 
 def test_a_page_gets_download_links_under_its_title_and_a_note_instead_of_a_widget():

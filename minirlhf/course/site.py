@@ -143,14 +143,19 @@ def toctree(caption: str, notebooks: list[Notebook]) -> str:
     return f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n{entries}\n```"
 
 
-def zoo_list(zoo_files: list[Path]) -> str:
-    """Markdown list of the zoo's files, each linked for download with its size."""
-    return "\n".join(f'- <a href="{DOWNLOADS}/zoo/{p.name}" download>{p.name}</a> ({p.stat().st_size / 1e6:.1f} MB)'
+def file_size(size: int) -> str:
+    """Bytes as a reader wants them: 3,301,234 -> "3.3 MB", 21,450 -> "21 kB"."""
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+
+
+def zoo_links(zoo_files: list[Path]) -> str:
+    """The zoo's files in one line, each linked for download with its size."""
+    return ", ".join(f'<a href="{DOWNLOADS}/zoo/{p.name}" download>{p.name}</a> ({file_size(p.stat().st_size)})'
                      for p in zoo_files)
 
 
 def home_page(readme: str, notebooks: list[Notebook], zoo_files: list[Path]) -> str:
-    """index.md: the README's title, introduction and course map, the downloads, and one toctree per part."""
+    """index.md: the README's title, introduction and course map, one toctree per part, and the downloads."""
     title, intro = readme_intro(readme)
     parts = "\n\n".join(toctree(caption, members) for caption, members in group_by_part(notebooks))
     return f"""# {title}
@@ -161,6 +166,10 @@ def home_page(readme: str, notebooks: list[Notebook], zoo_files: list[Path]) -> 
 
 {site_links(readme_section(readme, "## The course"))}
 
+## The notebooks, part by part
+
+{parts}
+
 ## Run it yourself
 
 These pages show every notebook with the outputs stored in it. Each page links its **student version** (the
@@ -168,11 +177,7 @@ exercises left for you, no outputs) and its solution. A notebook needs the `mini
 checkpoint zoo beside it: get the whole course and follow the README's quick start
 (`pip install -r requirements.txt && jupyter lab notebooks/`).
 
-The checkpoint zoo (`data/zoo/`), the small models the notebooks load:
-
-{zoo_list(zoo_files)}
-
-{parts}
+The checkpoint zoo (`data/zoo/`), the small models the notebooks load: {zoo_links(zoo_files)}.
 """
 
 
