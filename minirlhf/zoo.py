@@ -3,6 +3,8 @@
 A later notebook can start from, say, the SFT model without re-training it. Every checkpoint is
 - written atomically (a temporary file, fsync, then a rename: a crash never leaves half a file),
 - listed in data/zoo/MANIFEST.json with its sha256 and what it was built from,
+- saved with its own sha256 next to it (`<file>.sha256`, the format `sha256sum -c` reads), so that a file
+  loaded by its path is verified as well as one loaded by name,
 - verified on load (sha256, format, config) and loaded with torch.load(weights_only=True).
 
 The recipes that build the zoo, and its command line, are course tooling: `minirlhf.course.recipes`
@@ -16,6 +18,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -78,27 +81,68 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def sha256_path(path: Path) -> Path:
+    """Where save_checkpoint records a checkpoint's sha256: `<file>.sha256` next to it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 recorded next to a checkpoint when it was saved, or None if there is no record."""
+    try:
+        text = sha256_path(path).read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    return text.split()[0] if text.split() else ""
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, *, name: str, kind: str = "gpt", meta: dict | None = None) -> str:
-    """Save model weights + config atomically; returns the file's sha256."""
+    """Save model weights + config atomically, and their sha256 next to them (`<file>.sha256`); returns the sha256."""
     payload = {"format": FORMAT, "name": name, "kind": kind, "config": model.config.to_dict(),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                "meta": meta or {}}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-    return sha256_file(Path(path))
+    data = buffer.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    # The old record goes first: a crash between the two writes then leaves a file with no record (loaded with a
+    # warning), never a good file refused for an old sha256.
+    sha256_path(path).unlink(missing_ok=True)
+    atomic_write_bytes(Path(path), data)
+    atomic_write_bytes(sha256_path(path), f"{sha}  {Path(path).name}\n".encode())
+    return sha
+
+
+def _verify(path: Path, expected_sha256: str | None) -> None:
+    """Raise CheckpointError if path's bytes are not the ones recorded for it: expected_sha256 (the zoo's
+    manifest) if given, else the sha256 saved next to it. A file with neither is loaded with a warning."""
+    if expected_sha256 is not None:
+        if sha256_file(path) != expected_sha256:
+            raise CheckpointError(
+                f"{path} does not match its sha256 in the manifest: the file is corrupt or was changed by hand. "
+                f"Restore it with `git checkout -- {path.name}` (from data/zoo) or rebuild it with "
+                f"`python -m minirlhf zoo build {path.stem}`.")
+        return
+    recorded = recorded_sha256(path)
+    if recorded is None:
+        warnings.warn(f"{path} has no {sha256_path(path).name} next to it (saved by an older minirlhf, or copied "
+                      "without it), so it cannot be checked for damage: loading it unverified. Load it once and "
+                      "save it again with zoo.save_checkpoint to record its sha256.", stacklevel=3)
+    elif sha256_file(path) != recorded:
+        raise CheckpointError(
+            f"{path} does not match the sha256 recorded in {sha256_path(path).name} when it was saved: it was "
+            "damaged since (a disk, copy or sync error) or changed by hand, so its weights cannot be trusted and it "
+            "was not loaded. Restore it from a copy, or train and save it again; if you changed it on purpose, "
+            f"delete {sha256_path(path).name} to load it unverified.")
 
 
 def load_checkpoint(path: Path, expected_sha256: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """Load (model in eval mode, meta) from a file written by save_checkpoint, verifying it first."""
+    """Load (model in eval mode, meta) from a file written by save_checkpoint, verifying it first: against
+    expected_sha256 (the manifest's, when the zoo loads by name), else against the sha256 saved next to it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}. Build it with: python -m minirlhf zoo build {path.stem}")
-    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise CheckpointError(
-            f"{path} does not match its sha256 in the manifest: the file is corrupt or was changed by hand. "
-            f"Restore it with `git checkout -- {path.name}` (from data/zoo) or rebuild it with "
-            f"`python -m minirlhf zoo build {path.stem}`.")
+    _verify(path, expected_sha256)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -12,7 +12,7 @@ from minirlhf.dpo import DPOConfig, preference_bandit, train_dpo
 from minirlhf.logprobs import text_logprobs
 from minirlhf.tasks import reviews
 
-from helpers import tiny_model
+from helpers import never_ending_model, tiny_model
 
 TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
                "logps/rejected", "loss")
@@ -170,3 +170,18 @@ def test_kto_reads_desirable_as_a_real_bool_and_refuses_what_is_not_one():
             dpo.train_kto(tiny_model(context_length=48), [{"prompt": "a", "response": "b", "desirable": True},
                                                           {"prompt": "a", "response": "c", "desirable": bad}],
                           DPOConfig(steps=1))
+
+
+def test_online_dpo_samples_that_never_end_still_fit_the_context():
+    """A sample of the longest prompt that never emits EOS used the whole context, then got EOS appended: one token
+    too many for the model, in the middle of a run."""
+    from minirlhf.data import encode_pairs
+    from minirlhf.sampling import sample_preference_pairs
+
+    policy = never_ending_model(context_length=24)
+    pairs = sample_preference_pairs(policy, reviews.prompts(6, seed=0), reviews.gold_reward, seed=0)
+    for side in ("chosen", "rejected"):        # every sample ran to the budget, and the longest fits exactly
+        assert encode_pairs([(p["prompt"], p[side]) for p in pairs])[0].shape[1] == 24
+    out = dpo.online_dpo(policy, reviews.prompts, reviews.gold_reward, DPOConfig(steps=1, batch_size=4), rounds=2,
+                         pairs_per_round=6)
+    assert len(out["steps"]["loss"]) == 2

@@ -28,13 +28,13 @@ def test_corrupt_missing_and_foreign_files_give_clear_errors(tmp_path):
     (tmp_path / "m.pt").write_bytes(bytes(data))
     with pytest.raises(zoo.CheckpointError, match="corrupt"):
         zoo.load_checkpoint(tmp_path / "m.pt", expected_sha256=sha)
-    with pytest.raises(zoo.CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(zoo.CheckpointError, match="not a readable checkpoint"), pytest.warns(UserWarning):
         (tmp_path / "junk.pt").write_bytes(b"not a zip")
         zoo.load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(zoo.CheckpointError, match="zoo build"):
         zoo.load_checkpoint(tmp_path / "absent.pt")
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
-    with pytest.raises(zoo.CheckpointError, match="not a minirlhf checkpoint"):
+    with pytest.raises(zoo.CheckpointError, match="not a minirlhf checkpoint"), pytest.warns(UserWarning):
         zoo.load_checkpoint(tmp_path / "other.pt")
 
 
@@ -44,8 +44,42 @@ def test_checkpoint_that_does_not_fit_its_config(tmp_path):
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     payload["config"]["n_layers"] = 2
     torch.save(payload, tmp_path / "m.pt")
-    with pytest.raises(zoo.CheckpointError, match="does not fit"):
+    (tmp_path / "m.pt.sha256").unlink()      # changed on purpose: its recorded sha256 no longer applies
+    with pytest.raises(zoo.CheckpointError, match="does not fit"), pytest.warns(UserWarning, match="unverified"):
         zoo.load_checkpoint(tmp_path / "m.pt")
+
+
+def test_a_checkpoint_loaded_by_path_refuses_every_single_bit_flip(tmp_path):
+    """Loaded without a hash, as a student reloads their own save: torch.load itself notices almost no flip (the
+    zip's CRCs are not checked), so the save's own sha256 must."""
+    model = tiny_model()
+    zoo.save_checkpoint(tmp_path / "m.pt", model, name="m")
+    intact = (tmp_path / "m.pt").read_bytes()
+    offsets = sorted({*range(0, len(intact), max(1, len(intact) // 60)), len(intact) // 2, len(intact) - 1})
+    for offset in offsets:
+        damaged = bytearray(intact)
+        damaged[offset] ^= 1 << (offset % 8)
+        (tmp_path / "m.pt").write_bytes(bytes(damaged))
+        with pytest.raises(zoo.CheckpointError, match="(?s)damaged.*save it again"):
+            zoo.load_checkpoint(tmp_path / "m.pt")
+    (tmp_path / "m.pt").write_bytes(intact)
+    loaded, _ = zoo.load_checkpoint(tmp_path / "m.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_a_checkpoint_without_a_recorded_sha256_loads_with_a_warning(tmp_path):
+    """Saved before checkpoints carried their sha256 (or copied without it): loadable, but not silently."""
+    zoo.save_checkpoint(tmp_path / "m.pt", tiny_model(), name="m")
+    (tmp_path / "m.pt.sha256").unlink()
+    with pytest.warns(UserWarning, match="(?s)cannot be checked.*save it again"):
+        zoo.load_checkpoint(tmp_path / "m.pt")
+
+
+def test_shipped_checkpoints_carry_the_manifest_sha256_next_to_them():
+    """So that loading a shipped file by its path is verified too, and the same as loading it by name."""
+    for name, entry in zoo.read_manifest().items():
+        if entry["kind"] != "pairs":
+            assert zoo.recorded_sha256(zoo.ZOO_DIR / entry["file"]) == entry["sha256"], name
 
 
 def test_unknown_zoo_name_and_broken_manifest(tmp_path):
