@@ -18,7 +18,7 @@ never from one below (tests/test_layers.py checks it).
    torch.distributed: DDP, FSDP2, and the pitfalls of token means and groups over ranks); scaling (GPU memory
    of PPO, DPO and GRPO at real sizes, with ZeRO)
 6. course tooling: zoo (load the shipped checkpoints, pairs and results), course/ (recipes that build the
-   zoo, experiments, bench, student versions; `python -m minirlhf TOOL`)
+   zoo, experiments, bench, student versions, the website; `python -m minirlhf TOOL`)
 7. notebooks
 """
 from .tokenizer import TOKENIZER, CharTokenizer, PAD_ID, BOS_ID, EOS_ID

@@ -56,8 +56,16 @@ def calculate(expression: str | None) -> str:
         return ERROR
     if value.denominator == 1:
         return str(value.numerator)
-    text = f"{float(round(value, DECIMALS)):.{DECIMALS}f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+    return decimal_text(value)
+
+
+def decimal_text(value: Fraction) -> str:
+    """value rounded to DECIMALS decimals (half to even), without trailing zeros: 2/3 -> "0.6667", -1/30000 -> "0".
+    Exact throughout: through a float, values from 1e11 up lose their last decimal (a float keeps ~16 digits)."""
+    units = int(round(value, DECIMALS) * 10 ** DECIMALS)      # an integer: round() leaves a multiple of 10^-DECIMALS
+    whole, fraction = divmod(abs(units), 10 ** DECIMALS)
+    sign = "-" if units < 0 else ""
+    return f"{sign}{whole}.{fraction:0{DECIMALS}d}".rstrip("0").rstrip(".")
 
 
 def call_expression(text: str) -> str | None:

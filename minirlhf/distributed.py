@@ -29,10 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -293,19 +296,130 @@ def _free_port() -> int:
 def _launch(commands: list[list[str]], out: Path, timeout: int) -> dict:
     """Start the launchers together, wait for all, and return rank 0's JSON. A rare abort of a gloo worker thread
     at exit on a loaded machine (seen once in CI, in none of 6 runs under load) is tried once more; any other
-    failure, or that one twice, raises."""
+    failure, or that one twice, raises with the failing launcher's own error. As soon as one launcher fails, or
+    when `timeout` seconds are up, every launcher still running is stopped with its workers (TimeoutError)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for attempt in range(2):
-        procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in commands]
-        results = [p.communicate(timeout=timeout) for p in procs]
-        errors = "".join(err for _, err in results)
-        if all(p.returncode == 0 for p in procs):
+        codes, outputs = _run_together(commands, env, timeout)
+        if all(code == 0 for code in codes):
             if not out.exists():
                 raise RuntimeError(f"torchrun finished but rank 0 wrote no {out}: was --out passed?")
             return json.loads(out.read_text())
-        if attempt or TEARDOWN_ABORT not in errors:
-            raise RuntimeError(f"torchrun failed: {errors[-3000:]}")
+        failed = [k for k, code in enumerate(codes) if code not in (None, 0)]
+        if not failed:
+            raise TimeoutError(
+                f"torchrun did not finish within {timeout} s: a rank is probably hung (waiting at a collective for a "
+                "rank that died or never started); every launcher and its workers were stopped. What they wrote:\n"
+                + "\n".join(_failure_report(outputs[k]) for k, code in enumerate(codes) if code is None))
+        if attempt or TEARDOWN_ABORT not in "".join(outputs):
+            k = failed[0]
+            raise RuntimeError(f"torchrun failed: launcher {k + 1} of {len(commands)} exited with code {codes[k]}"
+                               f"{'; the others were stopped' if len(commands) > 1 else ''}. Its error:\n"
+                               + _failure_report(outputs[k]))
     raise AssertionError("unreachable")
+
+
+STOP_GRACE_S = 40   # torchrun gives its workers 30 s to exit after SIGTERM before it kills them
+
+
+def _run_together(commands: list[list[str]], env: dict, timeout: float) -> tuple[list[int | None], list[str]]:
+    """Run the launchers at once, each in a session of its own, polled together until all have exited, one has
+    failed or timeout seconds are up; then every one still running is stopped (_stop). Returns each launcher's
+    exit code (None: stopped while running) and output (stdout and stderr interleaved, as written)."""
+    logs = [tempfile.TemporaryFile() for _ in commands]        # files, not pipes: a full pipe would block a rank
+    procs = []
+    try:
+        for command, log in zip(commands, logs):
+            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not _settled([p.poll() for p in procs]):
+            time.sleep(0.1)
+        codes = [p.poll() for p in procs]
+    finally:
+        for p in procs:
+            _stop(p)
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read().decode("utf-8", errors="replace"))
+        log.close()
+    return codes, outputs
+
+
+def _settled(codes: list[int | None]) -> bool:
+    """All launchers exited, or one failed (the others would wait for its ranks until their own timeout)."""
+    return all(code is not None for code in codes) or any(code not in (None, 0) for code in codes)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a launcher that is still running, with its workers. torchrun starts each worker in a session of its own,
+    out of reach of a signal to torchrun's group, and a SIGKILL would leave them running: so first SIGTERM, on which
+    torchrun stops its workers itself, then SIGKILL to the group if it has not exited within STOP_GRACE_S."""
+    if proc.poll() is not None:
+        return
+    _signal_group(proc, hard=False)
+    try:
+        proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, hard=True)
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, hard: bool) -> None:
+    if not hasattr(os, "killpg"):       # Windows has no process groups: the launcher alone, at best effort
+        proc.kill() if hard else proc.terminate()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+    except ProcessLookupError:          # exited meanwhile
+        pass
+
+
+_LAUNCHER_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")   # torchrun's own log lines
+_REPORT_LINES = 40
+
+
+def _failure_report(output: str) -> str:
+    """What a launcher's output says went wrong: the first traceback of a rank (or of the launcher itself when
+    no rank got as far), else the first lines the ranks wrote, then torchrun's "Root Cause" section. Not the last
+    N characters: teardown warnings and torchrun's own traceback come after a rank's error and can push it out."""
+    lines = output.splitlines()
+    cause = _first_traceback(lines) or _rank_lines(lines) or lines[-_REPORT_LINES:]
+    return "\n".join(cause[:_REPORT_LINES] + _root_cause(lines)) or "(no output)"
+
+
+def _is_launchers_traceback(lines: list[str], i: int) -> bool:
+    """Is the traceback starting at line i torchrun's own report that a child failed?"""
+    return i + 1 < len(lines) and re.search(r"torchrun|torch[/\\]distributed[/\\]run\.py", lines[i + 1]) is not None \
+        and any("ChildFailedError" in line for line in lines[i:])
+
+
+def _first_traceback(lines: list[str]) -> list[str]:
+    """The first traceback that is not torchrun's report of a failed child, up to torchrun's next log line or
+    report (it may be chained, or its message span several lines)."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    for i in starts:
+        if not _is_launchers_traceback(lines, i):
+            end = next((j for j in range(i + 1, len(lines)) if _LAUNCHER_LOG.match(lines[j])
+                        or (j in starts and _is_launchers_traceback(lines, j))), len(lines))
+            return lines[i:end]
+    return []
+
+
+def _rank_lines(lines: list[str]) -> list[str]:
+    """What came before torchrun's own traceback, its log lines left out: the ranks' output."""
+    end = next((i for i in range(len(lines)) if lines[i].startswith("Traceback") and _is_launchers_traceback(lines, i)),
+               len(lines))
+    return [line for line in lines[:end] if line.strip() and not _LAUNCHER_LOG.match(line)]
+
+
+def _root_cause(lines: list[str]) -> list[str]:
+    """torchrun's "Root Cause (first observed failure)" section: the failing rank, its exit code and pid."""
+    start = next((i for i, line in enumerate(lines) if line.startswith("Root Cause")), None)
+    if start is None:
+        return []
+    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("=====")), len(lines))
+    return lines[start:end]
 
 
 def run_standalone(nproc: int = 2, steps: int = 3, timeout: int = 600) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from .data import encode_pairs
@@ -23,6 +24,7 @@ from .losses import dpo_logits, dpo_loss, ipo_loss, kto_loss
 from .sampling import sample, sample_preference_pairs
 from .tokenizer import TOKENIZER
 from .train import make_optimizer, optimizer_step
+from .utils import FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Rule, check_settings, optional
 
 LOSS_TYPES = ("sigmoid", "ipo", "kto_pair")
 
@@ -52,13 +54,17 @@ class DPOConfig:
     eval_every: int = 0                 # steps between evaluations (0: none); also at the start and the end
     eval_max_new_tokens: int = 64       # as PPO samples, so KLs are comparable
 
+    RULES = {"beta": POSITIVE, "label_smoothing": Rule(lambda x: FRACTION.accepts(x) and x < 0.5, "a number in [0, 0.5)"),
+             "rpo_alpha": optional(NON_NEGATIVE), "learning_rate": POSITIVE, "batch_size": POSITIVE_INT,
+             "steps": POSITIVE_INT, "grad_clip": POSITIVE, "eval_every": NON_NEGATIVE_INT,
+             "eval_max_new_tokens": POSITIVE_INT}
+
     def __post_init__(self):
+        check_settings(type(self).__name__, self, self.RULES)
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.label_smoothing and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing (cDPO) applies to loss_type 'sigmoid' only")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
 
 
 # ---------------------------------------------------------------- data
@@ -233,7 +239,7 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
         loss = pair_loss(config, policy_chosen, policy_rejected, ref_chosen, ref_rejected)
         nll = -(policy_chosen / c_mask.sum(1)).mean()
         total = loss + config.rpo_alpha * nll if config.rpo_alpha else loss
-        optimizer_step(policy, optimizer, total, step=step, grad_clip=config.grad_clip, what="DPO loss")
+        optimizer_step(policy, optimizer, total, step=step, grad_clip=config.grad_clip, what="DPO loss", settings=config)
         metrics = dpo_metrics(config, policy_chosen, policy_rejected, ref_chosen, ref_rejected, loss)
         metrics["nll"] = float(nll.detach())
         for k, v in metrics.items():
@@ -243,6 +249,17 @@ def train_dpo(policy, pairs: list[dict], config: DPOConfig | None = None, *, ref
     policy.eval()
     history["config"] = asdict(config)
     return history
+
+
+def thumb(value, index: int) -> bool:
+    """An example's "desirable" as a bool: True/False, or the text "true"/"false" (a CSV or hand-written JSON).
+    bool() would read any other text, "false" and "no" included, as a thumb up."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"examples[{index}]['desirable'] is {value!r}: it must be True or False (or the text 'true' or "
+                     "'false'); ratings.thumbs makes such examples from stars")
 
 
 def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, reference=None) -> dict:
@@ -265,8 +282,8 @@ def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, 
     prompts, responses = [e["prompt"] for e in examples], [e["response"] for e in examples]
     tokens, prompt_lengths = encode_pairs(list(zip(prompts, responses)))
     mask = response_mask(tokens, prompt_lengths)
+    desirable_all = torch.tensor([thumb(e["desirable"], i) for i, e in enumerate(examples)])
     ref_all = text_logprobs(reference, prompts, responses).float()
-    desirable_all = torch.tensor([bool(e["desirable"]) for e in examples])
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(policy, config.learning_rate)
     history: dict[str, list] = {}
@@ -279,7 +296,7 @@ def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, 
         log_ratio = logps - ref
         z0 = log_ratio.mean().detach().clamp(min=0)
         loss = kto_loss(logps, ref, desirable, z0, config.beta)
-        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="KTO loss")
+        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="KTO loss", settings=config)
         rewards = config.beta * log_ratio.detach()
         history.setdefault("loss", []).append(float(loss.detach()))
         history.setdefault("kl", []).append(float(z0))

@@ -13,10 +13,15 @@ The label file is an append-only JSON-lines log. Each line is one record:
 - an undo takes back the label with seq `undoes`; it is appended, never done by rewriting the file.
 
 Each record is written with one `write`, then flushed and fsync'ed: a label that the widget showed as
-saved survives a kernel crash or a power cut. Reading replays the log; anything it cannot read is
-reported with its line number (`LabelFileError`), never skipped, and the file is never rewritten.
-The one exception, and only on request (`repair=True`), is a last line cut off by a crash mid-write:
-it is copied to `<file>.corrupt` (fsync'ed) and only then cut from the label file.
+saved survives a kernel crash or a power cut. A session reads the file and appends to it while holding an
+exclusive lock on `<file>.lock` (fcntl.flock; msvcrt.locking on Windows), so two processes on one file (two
+notebook tabs) never write the same seq nor label one pair twice. Reading replays the log; anything it cannot
+read is reported with its line number (`LabelFileError`), never skipped, and the file is never rewritten.
+The exceptions, and only on request (`repair=True`), each under the lock and after a backup:
+- a last line cut off by a crash mid-write: it is copied to `<file>.corrupt` (fsync'ed) and only then cut
+  from the label file;
+- seqs that do not increase, as two processes wrote them before the lock: the file is copied to
+  `<file>.before-repair`, then replaced (atomically) by the same records renumbered from the first repeat on.
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ import hashlib
 import html
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -34,6 +41,12 @@ import torch
 
 from .preferences import DEFAULT_TEMPERATURE, sample_bt_labels
 from .utils import REPO_ROOT
+
+try:
+    import fcntl
+except ImportError:             # Windows
+    fcntl = None
+    import msvcrt
 
 CHOICES = ("a", "b", "tie", "skip")
 LABEL_FIELDS = {"seq": int, "pair_id": str, "choice": str, "prompt": str, "response_a": str, "response_b": str}
@@ -140,13 +153,44 @@ def append_label(path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _line_error(path: Path, number: int, problem: str, text: bytes) -> LabelFileError:
+@contextmanager
+def locked(path):
+    """Hold an exclusive lock on `<file>.lock` (created if need be) while reading a label file and appending to
+    it: another process that asks meanwhile waits. Advisory: only code that takes it (a LabelingSession, a repair)
+    is kept out."""
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)      # released when f is closed
+            yield
+        else:
+            # Windows: lock byte 0; LK_LOCK retries for about 10 s, then raises OSError (the widget shows "Not saved")
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+def _line_error(path: Path, number: int, problem: str, text: bytes, advice: str = "") -> LabelFileError:
     shown = text.decode("utf-8", errors="replace")
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    return LabelFileError(
-        f"{path}, line {number}: {problem}.\n  the line: {shown!r}\n"
-        f"Your other labels are safe. Open the file in a text editor, fix or delete line {number}, "
-        "save it, and run this cell again.", path, number)
+    advice = advice or (f"Open the file in a text editor, fix or delete line {number}, save it, and run this cell "
+                        "again.")
+    return LabelFileError(f"{path}, line {number}: {problem}.\n  the line: {shown!r}\nYour other labels are safe. "
+                          f"{advice}", path, number)
+
+
+def _seq_error(path: Path, number: int, seq: int, last_seq: int, text: bytes) -> LabelFileError:
+    return _line_error(
+        path, number, f"seq {seq} is not larger than the seq before it ({last_seq}): two processes (notebook tabs, "
+        "widgets) probably wrote to the file at once", text,
+        "Pass repair=True (read_labels(path, repair=True) or LabelingSession(pairs, path, repair=True)) to renumber "
+        f"the records, no label lost (the file as it is now is kept as {path.name}.before-repair), or fix or delete "
+        f"line {number} in a text editor; then run this cell again.")
 
 
 def _torn_tail_error(path: Path, number: int, text: bytes) -> LabelFileError:
@@ -170,7 +214,7 @@ def _move_tail_to_backup(path: Path, keep: int, tail: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.truncate(path, keep)
-    warnings.warn(f"{path}: moved a cut-off last line ({len(tail)} bytes) to {_corrupt_path(path)}", stacklevel=3)
+    warnings.warn(f"{path}: moved a cut-off last line ({len(tail)} bytes) to {_corrupt_path(path)}", stacklevel=4)
 
 
 def read_log(path, repair: bool = False) -> list[dict]:
@@ -180,43 +224,120 @@ def read_log(path, repair: bool = False) -> list[dict]:
     missing field, a wrong type, a bad choice or a pair_id that does not match its texts, a seq that
     does not increase, an undo of a label that is not in effect (unknown, or undone already). Blank
     lines carry no record and are passed over. A last line without a newline that is not valid JSON
-    was cut off by a crash: reported too, or with `repair=True` moved to `<file>.corrupt` first.
+    was cut off by a crash: reported too, or with `repair=True` moved to `<file>.corrupt` first. Seqs
+    that do not increase (two processes wrote at once, before the lock) are reported too, or with
+    `repair=True` renumbered (see `_renumbered`) after the file is copied to `<file>.before-repair`.
     """
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")  # the part after the last newline is b"" unless the last line is cut off
-    records, in_effect, last_seq, offset = [], set(), None, 0
+    if not repair:
+        return _checked_records(path, _parse_lines(path, repair=False))
+    with locked(path):       # a repair rewrites the file: no session may append meanwhile
+        entries = _parse_lines(path, repair=True)
+        records = [record for _, _, record in entries]
+        if _seqs_increase(records):
+            return _checked_records(path, entries)
+        fixed = _renumbered(path, entries)
+        _checked_records(path, [(number, text, r) for (number, text, _), r in zip(entries, fixed)])
+        _replace_keeping_backup(path, fixed)
+        return fixed
+
+
+def _parse_lines(path: Path, repair: bool) -> list[tuple[int, bytes, dict]]:
+    """(line number, text, record) of every record, each checked on its own; a cut-off last line is reported,
+    or with repair moved to <file>.corrupt."""
+    lines = path.read_bytes().split(b"\n")  # the part after the last newline is b"" unless the last line is cut off
+    entries, offset = [], 0
     for number, text in enumerate(lines, start=1):
-        is_tail = number == len(lines)
         if not text.strip():
             offset += len(text) + 1
             continue
         try:
             record = json.loads(text.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            if not is_tail:
+            if number < len(lines):
                 raise _line_error(path, number, f"not valid JSON ({e})", text) from None
             if not repair:
                 raise _torn_tail_error(path, number, text) from None
             _move_tail_to_backup(path, offset, text)
             break
+        except (RecursionError, ValueError) as e:     # nested too deep, or an integer too long to read
+            raise _line_error(path, number, f"not readable JSON ({e.__class__.__name__}: {e})", text) from None
         problem = record_problem(record)
-        if problem is None and last_seq is not None and record["seq"] <= last_seq:
-            problem = f"seq {record['seq']} is not larger than the seq before it ({last_seq})"
-        if problem is None and record["op"] == "undo" and record["undoes"] not in in_effect:
-            problem = f"it undoes seq {record['undoes']}, which is no label in effect (unknown, or undone already)"
         if problem:
             raise _line_error(path, number, problem, text)
+        entries.append((number, text, record))
+        offset += len(text) + 1
+    return entries
+
+
+def _seqs_increase(records: list[dict]) -> bool:
+    return all(a["seq"] < b["seq"] for a, b in zip(records, records[1:]))
+
+
+def _checked_records(path: Path, entries: list[tuple[int, bytes, dict]]) -> list[dict]:
+    """The records, once their order is checked: seqs increase, and every undo takes back a label in effect."""
+    in_effect, last_seq = set(), None
+    for number, text, record in entries:
+        if last_seq is not None and record["seq"] <= last_seq:
+            raise _seq_error(path, number, record["seq"], last_seq, text)
+        if record["op"] == "undo" and record["undoes"] not in in_effect:
+            raise _line_error(path, number, f"it undoes seq {record['undoes']}, which is no label in effect "
+                              "(unknown, or undone already)", text)
         if record["op"] == "label":
             in_effect.add(record["seq"])
         else:
             in_effect.remove(record["undoes"])
-        records.append(record)
         last_seq = record["seq"]
-        offset += len(text) + 1
-    return records
+    return [record for _, _, record in entries]
+
+
+def _renumbered(path: Path, entries: list[tuple[int, bytes, dict]]) -> list[dict]:
+    """The records with increasing seqs: each seq kept if it is larger than the one before, else that one + 1.
+
+    An undo then names the new seq of the label it took back: the most recent label in effect with the seq it
+    named (what a session's undo takes back, the last label in effect). An undo of no such label raises
+    LabelFileError, as read_log does."""
+    out, last_seq, new_seqs = [], None, {}     # new_seqs: old seq -> new seqs of the labels in effect with it
+    for number, text, record in entries:
+        seq = record["seq"] if last_seq is None or record["seq"] > last_seq else last_seq + 1
+        if record["op"] == "label":
+            new_seqs.setdefault(record["seq"], []).append(seq)
+            out.append({**record, "seq": seq})
+        elif new_seqs.get(record["undoes"]):
+            out.append({**record, "seq": seq, "undoes": new_seqs[record["undoes"]].pop()})
+        else:
+            raise _line_error(path, number, f"it undoes seq {record['undoes']}, which is no label in effect "
+                              "(unknown, or undone already)", text)
+        last_seq = seq
+    return out
+
+
+def _replace_keeping_backup(path: Path, records: list[dict]) -> None:
+    """Copy the label file to <file>.before-repair (fsync'ed), then replace it atomically by `records`."""
+    backup = path.with_name(path.name + ".before-repair")
+    n = 1
+    while backup.exists():                  # an earlier repair's backup is kept too
+        backup, n = path.with_name(f"{path.name}.before-repair.{n}"), n + 1
+    _write_atomically(backup, path.read_bytes())
+    _write_atomically(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+    warnings.warn(f"{path}: renumbered the records whose seq did not increase (two processes wrote at once); "
+                  f"no label was lost, and the file as it was is in {backup}", stacklevel=3)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A temporary file in the same folder, fsync'ed, then renamed: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def apply_undos(records: list[dict]) -> list[dict]:
@@ -248,8 +369,9 @@ class LabelingSession:
     """Label `pairs` = [(prompt, response_a, response_b), ...] one by one into the file at `path`.
 
     The file is the only state: every method reads it again, so a session reopened after a crash or
-    a kernel restart resumes at the first unlabelled pair, and two widgets on one file never reuse a
-    seq. `repair=True` is passed to `read_log` once, on opening.
+    a kernel restart resumes at the first unlabelled pair; a click reads and appends under the file's lock
+    (`locked`), so two widgets on one file, in one process or two, never reuse a seq. `repair=True` is passed
+    to `read_log` once, on opening.
     """
 
     def __init__(self, pairs, path, repair: bool = False):
@@ -285,22 +407,24 @@ class LabelingSession:
         A view passes the id of the pair it showed as `expected_pair_id`: if the file has moved on
         since (another widget on the same file), nothing is written and StaleViewError is raised.
         """
-        pair = self.current()
-        if pair is None:
-            raise ValueError(f"every pair in {self.path} has a label; undo one first to change it")
-        if expected_pair_id is not None and pair_id(*pair) != expected_pair_id:
-            raise StaleViewError("the label file changed since this pair was shown (another widget on the same "
-                                 "file?); nothing was saved. The view now shows the pair to label.")
-        record = make_label(*pair, choice, self._next_seq())
-        append_label(self.path, record)
+        with locked(self.path):      # the pair and the seq read here are still the file's when appending
+            pair = self.current()
+            if pair is None:
+                raise ValueError(f"every pair in {self.path} has a label; undo one first to change it")
+            if expected_pair_id is not None and pair_id(*pair) != expected_pair_id:
+                raise StaleViewError("the label file changed since this pair was shown (another widget on the same "
+                                     "file?); nothing was saved. The view now shows the pair to label.")
+            record = make_label(*pair, choice, self._next_seq())
+            append_label(self.path, record)
         return record
 
     def undo(self) -> dict | None:
         """Take back the most recent label still in effect and return it; None (no-op) if there is none."""
-        labels = self.labels
-        if not labels:
-            return None
-        append_label(self.path, make_undo(labels[-1]["seq"], self._next_seq()))
+        with locked(self.path):
+            labels = self.labels
+            if not labels:
+                return None
+            append_label(self.path, make_undo(labels[-1]["seq"], self._next_seq()))
         return labels[-1]
 
 

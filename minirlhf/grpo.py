@@ -35,6 +35,7 @@ from .sampling import prompt_source
 from .tokenizer import TOKENIZER
 from .tools import generate_with_tools
 from .train import make_optimizer, optimizer_step
+from .utils import FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings, optional
 
 RewardFn = Callable[[str, str], float]
 Tool = Callable[[str], str]
@@ -71,7 +72,14 @@ class GRPOConfig:
     seed: int = 0
     n_samples: int = 3                 # responses kept per step in history["samples"]
 
+    RULES = {"steps": POSITIVE_INT, "prompts_per_step": POSITIVE_INT, "num_generations": POSITIVE_INT,
+             "max_completion_length": POSITIVE_INT, "temperature": POSITIVE, "lr": POSITIVE, "beta": NON_NEGATIVE,
+             "epsilon": NON_NEGATIVE, "epsilon_high": optional(NON_NEGATIVE), "num_iterations": POSITIVE_INT,
+             "max_resample_rounds": NON_NEGATIVE_INT, "success_reward": FINITE, "grad_clip": POSITIVE,
+             "n_samples": NON_NEGATIVE_INT}
+
     def __post_init__(self):
+        check_settings(type(self).__name__, self, self.RULES)
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (a group needs others to compare with), got {self.num_generations}")
         for name, value, allowed in (("scale_rewards", self.scale_rewards, SCALE_REWARDS),
@@ -93,6 +101,15 @@ def dr_grpo_config(**kwargs) -> GRPOConfig:
 
 
 # ---------------------------------------------------------------- rollout
+def one_reward(reward_fn: RewardFn, prompt: str, response: str) -> float:
+    """reward_fn(prompt, response) as a float, or a TypeError saying that it must be one number per response."""
+    value = reward_fn(prompt, response)
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):    # RuntimeError: a tensor of more than one element
+        raise TypeError(f"reward_fn returned {value!r} for the response {response!r}: it must return one number "
+                        "(a float) per (prompt, response)") from None
+
 @dataclass
 class GroupRollout:
     """P prompts x G responses as B = P * G rows, prompt p's responses in rows p*G ... p*G + G - 1.
@@ -170,7 +187,8 @@ def group_rollout(policy: GPT, prompts: list[str], reward_fn: RewardFn, num_gene
     texts = [TOKENIZER.decode(r) for r in gen.responses]
     t_generate = time.perf_counter() - start
     start = time.perf_counter()
-    rewards = torch.tensor([float(reward_fn(p, t)) for p, t in zip(repeated, texts)]).view(len(prompts), num_generations)
+    rewards = torch.tensor([one_reward(reward_fn, p, t) for p, t in zip(repeated, texts)]).view(len(prompts),
+                                                                                            num_generations)
     if not torch.isfinite(rewards).all():
         raise FloatingPointError("reward_fn returned NaN or inf; it must return a finite float for every response")
     rollout = GroupRollout(repeated, texts, gen, rewards.to(gen.tokens.device), loss_mask)
@@ -201,7 +219,7 @@ def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, batch: GroupRollo
             old, first_entropy = logp.detach(), entropy.detach()
         loss = grpo_loss(logp, old, advantages, mask, config.loss_type, config.epsilon, config.epsilon_high,
                          config.max_completion_length, ref_logp, config.beta)
-        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="GRPO loss")
+        optimizer_step(policy, optimizer, loss, step=step, grad_clip=config.grad_clip, what="GRPO loss", settings=config)
         with torch.no_grad():
             ratio, a = torch.exp(logp.detach() - old), advantages[:, None]
             active = ((ratio < 1 - config.epsilon) & (a < 0)) | ((ratio > 1 + high) & (a > 0))
@@ -330,7 +348,7 @@ class VerifierReward(torch.nn.Module):
                 raise ValueError(f"{text!r} does not contain the prompt end {self.prompt_end!r}: pass the string "
                                  "that ends every prompt of the task")
             cut += len(self.prompt_end)
-            scores.append(float(self.reward_fn(text[:cut], text[cut:])))
+            scores.append(one_reward(self.reward_fn, text[:cut], text[cut:]))
         return torch.tensor(scores, device=tokens.device)
 
 

@@ -57,7 +57,7 @@ def parse_constitution(text: str, source: str = "the constitution") -> list[str]
     Each principle must be written in the tokenizer's alphabet, at most MAX_PRINCIPLE_CHARS long, and
     appear once. Raises ValueError naming the line and what to do.
     """
-    principles = []
+    first_line: dict[str, int] = {}      # principle -> its line: a dict keeps the duplicate check linear
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -70,13 +70,14 @@ def parse_constitution(text: str, source: str = "the constitution") -> list[str]
         if len(line) > MAX_PRINCIPLE_CHARS:
             raise ValueError(f"{where}: a principle has at most {MAX_PRINCIPLE_CHARS} characters, this one "
                              f"{len(line)}; shorten it (the judge's context must fit it and two responses)")
-        if line in principles:
-            raise ValueError(f"{where}: this principle is already listed; list each principle once")
-        principles.append(line)
-    if not principles:
+        if line in first_line:
+            raise ValueError(f"{where}: this principle is already listed on line {first_line[line]}; list each "
+                             "principle once")
+        first_line[line] = number
+    if not first_line:
         raise ValueError(f"{source} lists no principle: write one principle per line (lines starting "
                          f"with '#' are comments)")
-    return principles
+    return list(first_line)
 
 
 def read_constitution(path: str | Path = CONSTITUTION_PATH) -> list[str]:
@@ -85,7 +86,14 @@ def read_constitution(path: str | Path = CONSTITUTION_PATH) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"no constitution at {path}: write a text file with one principle per line "
                                 f"(the course ships {CONSTITUTION_PATH})")
-    return parse_constitution(path.read_text(encoding="utf-8"), source=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")     # -sig: drops the byte-order mark some editors put first
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 text: byte {e.start} (line {line}) is {data[e.start:e.start + 1]!r}. "
+                         "Save the file as UTF-8 (in your editor: save with encoding UTF-8)") from None
+    return parse_constitution(text, source=str(path))
 
 
 def principle_aspect(principle: str) -> str:

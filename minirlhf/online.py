@@ -40,8 +40,8 @@ def policy_pairs(policy: GPT, opponent: GPT, prompts: list[str], gold_fn, *, see
     opponent = policy: two on-policy samples (once the policy has narrowed, often the same text twice);
     opponent = the SFT model: every label also says how the new behaviour compares with where it started.
     """
-    a = [s.response for s in sample(policy, prompts, seed=seed)]
-    b = [s.response for s in sample(opponent, prompts, seed=seed + 1)]
+    a = [s.response for s in sample(policy, prompts, seed=seed, fit_with_eos=True)]
+    b = [s.response for s in sample(opponent, prompts, seed=seed + 1, fit_with_eos=True)]
     return label_pairs(prompts, a, b, gold_fn, seed=seed + 2)
 
 

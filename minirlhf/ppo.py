@@ -31,10 +31,11 @@ from .advantages import gae, masked_mean, whiten
 from .logprobs import kl_k3, logprobs_from_logits
 from .losses import ppo_clip_loss
 from .model import GPT, ScalarHead
-from .rl import (annealed_lr, batch_gold, check_finite, end_iteration, kl_controller, progress_bar, rlhf_rewards,
+from .rl import (RL_RULES, annealed_lr, batch_gold, check_finite, end_iteration, kl_controller, progress_bar, rlhf_rewards,
                  sequence_metrics, set_lr)
 from .sampling import SamplingConfig, prompt_source, rollout
 from .train import make_optimizer, optimizer_step
+from .utils import FINITE, FRACTION, NON_NEGATIVE, POSITIVE_INT, check_settings, nonfinite_hint, optional
 
 
 # ---------------------------------------------------------------- the policy and its critic
@@ -151,6 +152,18 @@ class PPOConfig:
     seed: int = 0
     n_samples: int = 3              # responses kept per iteration in history["samples"]
 
+    RULES = {**RL_RULES, "epochs": POSITIVE_INT, "minibatches": POSITIVE_INT, "clip": NON_NEGATIVE,
+             "vf_clip": optional(NON_NEGATIVE), "vf_coef": NON_NEGATIVE, "entropy_coef": FINITE, "gamma": FRACTION,
+             "lam": FRACTION}
+
+    def __post_init__(self):
+        check_settings(type(self).__name__, self, self.RULES)
+        if self.critic not in ActorCritic.CRITICS:
+            raise ValueError(f"PPOConfig.critic must be one of {ActorCritic.CRITICS}, got {self.critic!r}")
+        if self.batch_size % self.minibatches:
+            raise ValueError(f"PPOConfig.batch_size ({self.batch_size}) must be divisible by minibatches "
+                             f"({self.minibatches}): every minibatch of an epoch has the same size")
+
     @property
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_k)
@@ -195,6 +208,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: PPOB
     KL(old || new)), clip_frac, ratio, policy_loss, value_loss.
     """
     stats: dict = {"approx_kl": [], "clip_frac": [], "ratio": [], "policy_loss": [], "value_loss": []}
+    hint = nonfinite_hint(config)
     P, B = batch.prompt_length, batch.tokens.size(0)
     size = B // config.minibatches
     for _ in range(config.epochs):
@@ -212,8 +226,9 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: PPOB
             loss = pg_loss + config.vf_coef * vf_loss
             if config.entropy_coef:
                 loss = loss - config.entropy_coef * masked_mean(ent, m)
-            check_finite("PPO loss", loss.item(), iteration, "lower the learning rate, or raise beta")
-            optimizer_step(model, optimizer, loss, step=iteration, grad_clip=config.grad_clip, what="PPO loss")
+            check_finite("PPO loss", loss.item(), iteration, hint)
+            optimizer_step(model, optimizer, loss, step=iteration, grad_clip=config.grad_clip, what="PPO loss",
+                           settings=config)
             with torch.no_grad():
                 log_ratio = (logp - old)[m]
                 stats["approx_kl"].append(float(kl_k3(old[m], logp[m]).mean()))   # k3 of KL(old || new)
@@ -244,8 +259,6 @@ def train_ppo(policy: GPT, reference: GPT, reward_model: nn.Module, prompts, con
     training it); by default a fresh one with config.critic.
     """
     config = config or PPOConfig()
-    if config.batch_size % config.minibatches:
-        raise ValueError(f"batch_size ({config.batch_size}) must be divisible by minibatches ({config.minibatches})")
     generator = torch.Generator().manual_seed(config.seed)
     next_prompts = prompt_source(prompts, config.batch_size, config.seed, generator)
     if model is None:

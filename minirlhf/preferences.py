@@ -11,6 +11,8 @@ any reward model's accuracy on these labels can reach.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 # The simulated human's noise throughout the course: a gold margin of 1 is preferred 73% of the time.
@@ -49,16 +51,29 @@ def bayes_optimal_accuracy(gold_a, gold_b, temperature: float) -> float:
     return float(torch.maximum(p, 1 - p).mean())
 
 
+def finite_gold(gold_fn, prompt: str, response: str):
+    """gold_fn(prompt, response), returned unchanged if it is a finite number, else a ValueError that names them.
+
+    A NaN compares false with everything, so the human would "prefer b" on every such pair, silently."""
+    gold = gold_fn(prompt, response)
+    if not math.isfinite(gold):
+        raise ValueError(f"the gold reward of the response {response!r} to the prompt {prompt!r} is {gold}, not a "
+                         "finite number, so no preference can be drawn from it: fix gold_fn for this response, or leave "
+                         "the pair out")
+    return gold
+
+
 def label_pairs(prompts: list[str], responses_a: list[str], responses_b: list[str], gold_fn,
                 temperature: float = DEFAULT_TEMPERATURE, seed: int = 0) -> list[dict]:
     """Let the simulated human compare each (a, b) and return the labelled pairs.
 
     Each pair is a dict {prompt, chosen, rejected, gold_chosen, gold_rejected}: "chosen" is what the
     noisy human preferred, which need not be the one with the higher gold reward.
-    gold_fn(prompt, response) -> float is the hidden taste (e.g. reviews.gold_reward).
+    gold_fn(prompt, response) -> float is the hidden taste (e.g. reviews.gold_reward); a gold reward that is
+    NaN or infinite raises ValueError naming the response and its prompt.
     """
-    gold_a = [gold_fn(p, a) for p, a in zip(prompts, responses_a)]
-    gold_b = [gold_fn(p, b) for p, b in zip(prompts, responses_b)]
+    gold_a = [finite_gold(gold_fn, p, a) for p, a in zip(prompts, responses_a)]
+    gold_b = [finite_gold(gold_fn, p, b) for p, b in zip(prompts, responses_b)]
     prefers_a = sample_bt_labels(gold_a, gold_b, temperature, torch.Generator().manual_seed(seed)).tolist()
     pairs = []
     for p, a, b, ga, gb, first in zip(prompts, responses_a, responses_b, gold_a, gold_b, prefers_a):

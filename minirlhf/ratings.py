@@ -22,6 +22,7 @@ the replies. The learners below remove the users' scales in different ways:
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -97,11 +98,22 @@ def rate(users: list[User], conversations: list[tuple[int, str, str]], satisfact
 
 
 # ---------------------------------------------------------------- training signals
+def check_stars(ratings: list[dict]) -> None:
+    """Refuse a rating whose stars are not a finite number (NaN would turn every z-score of its user into NaN and
+    drop out of every comparison unseen), naming the rating and its user."""
+    for i, r in enumerate(ratings):
+        value = r["stars"]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"ratings[{i}] (user {r['user']!r}) has stars {value!r}: stars must be a finite number; "
+                             "drop that rating or fix it at its source")
+
+
 def normalize_per_user(ratings: list[dict], min_ratings: int = 2) -> list[float]:
     """Each rating as a z-score within its user: (stars - user's mean) / user's std (population std).
 
     A user whose stars are all equal carries no information about which reply is better: 0. Users with fewer
     than min_ratings ratings also get 0. Returns one float per rating, in order."""
+    check_stars(ratings)
     by_user = defaultdict(list)
     for r in ratings:
         by_user[r["user"]].append(r["stars"])
@@ -121,6 +133,7 @@ def within_user_pairs(ratings: list[dict]) -> list[dict]:
     """Bradley-Terry pairs from one user's ratings of replies to the same prompt: each two with different
     stars make a pair (chosen = more stars). Ties are dropped. A user's scale cancels in the comparison.
     Returns [{"prompt", "chosen", "rejected", "user", "margin"}] in order of first appearance."""
+    check_stars(ratings)
     groups = defaultdict(list)
     for r in ratings:
         groups[(r["user"], r["prompt"])].append(r)
@@ -140,5 +153,9 @@ def within_user_pairs(ratings: list[dict]) -> list[dict]:
 def thumbs(ratings: list[dict], up: int = 4, down: int = 2) -> list[dict]:
     """Thumbs for KTO: stars >= up are desirable, <= down undesirable, the rest dropped.
     Returns [{"prompt", "response", "desirable": bool}]."""
+    if not up > down:
+        raise ValueError(f"up ({up}) must be larger than down ({down}): stars between them are dropped, and a rating "
+                         "at or above up and at or below down would be a thumb up and a thumb down at once")
+    check_stars(ratings)
     return [{"prompt": r["prompt"], "response": r["response"], "desirable": r["stars"] >= up}
             for r in ratings if r["stars"] >= up or r["stars"] <= down]

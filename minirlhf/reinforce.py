@@ -22,10 +22,11 @@ from .advantages import BASELINES, masked_mean, sequence_baseline
 from .logprobs import response_logprobs
 from .losses import reinforce_loss
 from .model import GPT
-from .rl import (annealed_lr, batch_gold, check_finite, end_iteration, kl_controller, progress_bar, rlhf_rewards,
+from .rl import (RL_RULES, annealed_lr, batch_gold, check_finite, end_iteration, kl_controller, progress_bar, rlhf_rewards,
                  sequence_metrics, set_lr)
 from .sampling import Rollout, SamplingConfig, prompt_source, rollout
 from .train import make_optimizer
+from .utils import check_settings, nonfinite_hint
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ReinforceConfig:
     n_samples: int = 3              # responses kept per iteration in history["samples"]
 
     def __post_init__(self):
+        check_settings(type(self).__name__, self, RL_RULES)
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
 
@@ -105,7 +107,7 @@ def train_reinforce(policy: GPT, reference: GPT, reward_model: nn.Module, prompt
         if gold_fn is not None:
             metrics["gold"] = batch_gold(gold_fn, r.prompts, texts)
         loss = reinforce_loss(seq_logp, returns, sequence_baseline(returns, config.baseline))
-        check_finite("REINFORCE loss", loss.item(), it, "lower the learning rate, or raise beta")
+        check_finite("REINFORCE loss", loss.item(), it, nonfinite_hint(config))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip))

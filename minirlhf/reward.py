@@ -19,8 +19,9 @@ from .logprobs import gather_last
 from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig, ScalarHead
 from .preferences import bt_probability
+from .sampling import one_score_per_row
 from .tokenizer import TOKENIZER
-from .train import cosine_lr, make_optimizer, optimizer_step
+from .train import check_train_settings, cosine_lr, make_optimizer, optimizer_step
 
 
 # ---------------------------------------------------------------- the model
@@ -110,7 +111,7 @@ def score(rm: RewardModel, prompts: list[str], responses: list[str], batch_size:
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         tokens, mask = encode_responses([prompts[i] for i in rows], [responses[i] for i in rows])
-        rewards[rows] = rm(tokens.to(device), mask.to(device)).float().cpu()
+        rewards[rows] = one_score_per_row(rm(tokens.to(device), mask.to(device)), len(rows)).float().cpu()
     return rewards
 
 
@@ -221,7 +222,7 @@ def _epoch_batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 def reward_step(rm: RewardModel, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
-                attention_mask: torch.Tensor, grad_clip: float, *, step: int = 0) -> tuple[float, float]:
+                attention_mask: torch.Tensor, grad_clip: float, *, step: int = 0, settings=None) -> tuple[float, float]:
     """One Bradley-Terry update on a batch of B pairs, scored in ONE forward pass of 2B rows.
 
         r = rm(tokens, attention_mask)        r_chosen = r[:B], r_rejected = r[B:]
@@ -231,12 +232,12 @@ def reward_step(rm: RewardModel, optimizer: torch.optim.Optimizer, tokens: torch
     the same pairs, in the same order (any padding side: rm reads each row at its last real token). One pass
     instead of two halves the calls and gives both halves of a pair the same weights.
     Then zero_grad, backward, clip the gradient norm to grad_clip, step (train.optimizer_step, which stops
-    on a non-finite loss and names `step`).
+    on a non-finite loss and names `step` and, among `settings`, the likely cause).
     Returns (loss, accuracy on the batch) as Python floats: a loss kept as a tensor would keep its graph alive.
     """
     reward_chosen, reward_rejected = rm(tokens, attention_mask).chunk(2)
     loss = bradley_terry_loss(reward_chosen, reward_rejected)
-    optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward model loss")
+    optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward model loss", settings=settings)
     return loss.item(), pairwise_accuracy(reward_chosen.detach(), reward_rejected.detach())
 
 
@@ -254,8 +255,8 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
     Returns {"loss": [per step], "accuracy": [per step, on the batch], "lr": [per step],
              "eval": [(step, held-out preference accuracy), ...]}.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_train_settings("train_reward_model", steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                         weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every)
     prompts, chosen, rejected = (list(column) for column in zip(*as_triples(pairs)))
     tokens, mask = encode_responses(prompts + prompts, chosen + rejected)   # rows: N chosen, then N rejected
     device = next(rm.parameters()).device
@@ -278,7 +279,8 @@ def train_reward_model(rm: RewardModel, pairs, *, steps: int, batch_size: int = 
         idx = next(batches)
         rows = torch.cat([idx, idx + n])
         width = int(mask[rows].sum(1).max())          # right-padded: drop the all-pad columns
-        loss, accuracy = reward_step(rm, optimizer, tokens[rows, :width], mask[rows, :width], grad_clip, step=step)
+        loss, accuracy = reward_step(rm, optimizer, tokens[rows, :width], mask[rows, :width], grad_clip, step=step,
+                                     settings={"lr": lr, "grad_clip": grad_clip})
         history["loss"].append(loss)
         history["accuracy"].append(accuracy)
         history["lr"].append(optimizer.param_groups[0]["lr"])
@@ -307,8 +309,8 @@ def train_reward_regression(rm: RewardModel, examples: list[tuple[str, str]], ta
     average away, and a rater who sees only some prompts shifts those prompts' rewards. AdamW with a cosine
     schedule, as in train_reward_model. Returns {"loss": [per step], "lr": [per step]}.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_train_settings("train_reward_regression", steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                         weight_decay=weight_decay, grad_clip=grad_clip)
     if len(examples) != len(targets) or not examples:
         raise ValueError(f"need one target per example and at least one example; got {len(examples)} examples and "
                          f"{len(targets)} targets")
@@ -332,7 +334,8 @@ def train_reward_regression(rm: RewardModel, examples: list[tuple[str, str]], ta
         idx = next(batches)
         width = int(mask[idx].sum(1).max())
         loss = (rm(tokens[idx, :width], mask[idx, :width]) - y[idx]).pow(2).mean()
-        optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward regression loss")
+        optimizer_step(rm, optimizer, loss, step=step, grad_clip=grad_clip, what="reward regression loss",
+                       settings={"lr": lr, "grad_clip": grad_clip})
         history["loss"].append(loss.item())
         history["lr"].append(optimizer.param_groups[0]["lr"])
     rm.eval()

@@ -25,6 +25,7 @@ from .rl import progress_bar
 from .sampling import prompt_source
 from .tokenizer import TOKENIZER
 from .train import make_optimizer, sft_step
+from .utils import FINITE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings
 
 
 @dataclass
@@ -43,10 +44,12 @@ class RFTConfig:
     seed: int = 0
     n_samples: int = 3                 # responses kept per step in history["samples"]
 
+    RULES = {"steps": POSITIVE_INT, "prompts_per_step": POSITIVE_INT, "num_generations": POSITIVE_INT,
+             "max_completion_length": POSITIVE_INT, "temperature": POSITIVE, "lr": POSITIVE,
+             "success_reward": FINITE, "grad_clip": POSITIVE, "n_samples": NON_NEGATIVE_INT}
+
     def __post_init__(self):
-        if self.num_generations < 1 or self.prompts_per_step < 1 or self.steps < 1:
-            raise ValueError("steps, prompts_per_step and num_generations must be >= 1, got "
-                             f"{self.steps}, {self.prompts_per_step}, {self.num_generations}")
+        check_settings(type(self).__name__, self, self.RULES)
 
 
 def kept_responses(prompts: list[str], texts: list[str], rewards: list[float], success_reward: float,

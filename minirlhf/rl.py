@@ -12,7 +12,13 @@ import math
 import torch
 
 from .logprobs import kl_k1, kl_k3, last_token_index
-from .sampling import Rollout
+from .sampling import SAMPLING_RULES, Rollout
+from .utils import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, optional
+
+# The rules of the settings PPOConfig and ReinforceConfig share (utils.check_settings).
+RL_RULES = {**SAMPLING_RULES, "iterations": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE,
+            "beta": NON_NEGATIVE, "target_kl": optional(POSITIVE), "horizon": POSITIVE, "grad_clip": POSITIVE,
+            "no_eos_penalty": NON_NEGATIVE, "n_samples": NON_NEGATIVE_INT}
 
 
 # ---------------------------------------------------------------- the RLHF reward

@@ -10,6 +10,16 @@ from .data import encode_pairs, pack_corpus, random_windows
 from .losses import next_token_loss, sft_loss_mask
 from .tokenizer import TOKENIZER
 from .tools import tool_loss_mask
+from .utils import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_settings, nonfinite_hint
+
+# The rules of the keyword settings of the loops without a config object (pretrain, sft, the reward models').
+TRAIN_RULES = {"steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": POSITIVE, "warmup": NON_NEGATIVE_INT,
+               "weight_decay": NON_NEGATIVE, "grad_clip": POSITIVE, "eval_every": NON_NEGATIVE_INT}
+
+
+def check_train_settings(owner: str, **values) -> None:
+    """utils.check_settings for the keyword settings given, each by its TRAIN_RULES rule."""
+    check_settings(owner, values, {name: TRAIN_RULES[name] for name in values})
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1) -> torch.optim.AdamW:
@@ -31,10 +41,11 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int, final_fraction: flo
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, *,
-                   step: int, grad_clip: float, what: str = "training loss") -> None:
-    """One update: stop on a non-finite loss (naming it and the step), backward, clip the gradient norm, step."""
+                   step: int, grad_clip: float, what: str = "training loss", settings=None) -> None:
+    """One update: stop on a non-finite loss (naming it, the step and the settings that could cause it: settings
+    is the trainer's config or a dict of its keyword settings), backward, clip the gradient norm, step."""
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} became {loss.item()} at step {step}: lower the learning rate")
+        raise FloatingPointError(f"{what} became {loss.item()} at step {step}: {nonfinite_hint(settings or {})}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -42,11 +53,12 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, los
 
 
 def lm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
-            loss_mask: torch.Tensor | None, *, grad_clip: float, step: int = 0) -> float:
+            loss_mask: torch.Tensor | None, *, grad_clip: float, step: int = 0, settings=None) -> float:
     """One next-token update on tokens (B, T): forward, loss over the targets loss_mask keeps (all if None),
-    then `optimizer_step`. Returns the loss as a Python float (no graph kept alive between steps)."""
+    then `optimizer_step` (settings: named if the loss is not finite). Returns the loss as a Python float (no
+    graph kept alive between steps)."""
     loss = next_token_loss(model(tokens), tokens, loss_mask)
-    optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip)
+    optimizer_step(model, optimizer, loss, step=step, grad_clip=grad_clip, settings=settings)
     return loss.item()
 
 
@@ -73,8 +85,8 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
     called every eval_every steps and at the end. progress: a description to show a progress bar.
     Returns {"loss": [per step], "lr": [per step], "eval": [(step, dict), ...]}.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_train_settings("train_lm", steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                         grad_clip=grad_clip, eval_every=eval_every)
     optimizer = make_optimizer(model, lr, weight_decay)
     history: dict = {"loss": [], "lr": [], "eval": []}
     bar = None
@@ -88,7 +100,8 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
             group["lr"] = cosine_lr(step, steps, lr, min(warmup, steps))
         tokens, loss_mask = next_batch(step)
         tokens, loss_mask = tokens.to(device), None if loss_mask is None else loss_mask.to(device)
-        history["loss"].append(lm_step(model, optimizer, tokens, loss_mask, grad_clip=grad_clip, step=step))
+        history["loss"].append(lm_step(model, optimizer, tokens, loss_mask, grad_clip=grad_clip, step=step,
+                                       settings={"lr": lr, "grad_clip": grad_clip}))
         history["lr"].append(optimizer.param_groups[0]["lr"])
         if bar is not None:
             bar.update(1)
@@ -105,6 +118,7 @@ def train_lm(model: torch.nn.Module, next_batch: Callable[[int], tuple[torch.Ten
 def pretrain(model: torch.nn.Module, texts: list[str], *, steps: int, batch_size: int = 32, lr: float = 3e-3,
              seed: int = 0, **kwargs) -> dict:
     """Next-token prediction on random windows of the packed corpus (every token counts)."""
+    check_train_settings("pretrain", batch_size=batch_size)
     stream = pack_corpus(texts, TOKENIZER)
     generator = torch.Generator().manual_seed(seed)
     length = model.config.context_length
@@ -118,6 +132,7 @@ def sft(model: torch.nn.Module, pairs: list[tuple[str, str]], *, steps: int, bat
     step is `sft_step` on a batch of batch_size random pairs, with the learning rate of `cosine_lr`.
     tool_output: the responses contain tool calls and their outputs; the outputs are read but not learned
     (`tools.tool_loss_mask`), as in RL with tools."""
+    check_train_settings("sft", batch_size=batch_size)
     tokens, prompt_lengths = encode_pairs(pairs, TOKENIZER)
     if tokens.size(1) > model.config.context_length:
         raise ValueError(f"an SFT example has {tokens.size(1)} tokens but the model's context is "

@@ -3,6 +3,8 @@
 A later notebook can start from, say, the SFT model without re-training it. Every checkpoint is
 - written atomically (a temporary file, fsync, then a rename: a crash never leaves half a file),
 - listed in data/zoo/MANIFEST.json with its sha256 and what it was built from,
+- saved with its own sha256 next to it (`<file>.sha256`, the format `sha256sum -c` reads), so that a file
+  loaded by its path is verified as well as one loaded by name,
 - verified on load (sha256, format, config) and loaded with torch.load(weights_only=True).
 
 The recipes that build the zoo, and its command line, are course tooling: `minirlhf.course.recipes`
@@ -16,6 +18,8 @@ import io
 import json
 import os
 import tempfile
+import warnings
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +39,20 @@ MODEL_KINDS: dict[str, Callable[[GPTConfig], torch.nn.Module]] = {"gpt": GPT, "r
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not match what was asked for."""
+    """A shipped file (checkpoint, preference pairs, manifest, results) is missing, corrupt, or does not match
+    what was asked for."""
+
+
+def parse_json(path: Path, data: bytes, fix: str):
+    """json.loads(data) read from `path`, or a CheckpointError naming the file (and the line of a syntax error),
+    what is wrong and `fix`, what to do. Raw, a damaged file escapes as a JSONDecodeError, UnicodeDecodeError or
+    RecursionError (nested too deep) that names no file."""
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}): {fix}") from None
+    except (RecursionError, ValueError) as e:          # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{path} is not readable JSON ({e.__class__.__name__}: {e}): {fix}") from None
 
 
 # ---------------------------------------------------------------- files
@@ -64,27 +81,68 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def sha256_path(path: Path) -> Path:
+    """Where save_checkpoint records a checkpoint's sha256: `<file>.sha256` next to it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 recorded next to a checkpoint when it was saved, or None if there is no record."""
+    try:
+        text = sha256_path(path).read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    return text.split()[0] if text.split() else ""
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, *, name: str, kind: str = "gpt", meta: dict | None = None) -> str:
-    """Save model weights + config atomically; returns the file's sha256."""
+    """Save model weights + config atomically, and their sha256 next to them (`<file>.sha256`); returns the sha256."""
     payload = {"format": FORMAT, "name": name, "kind": kind, "config": model.config.to_dict(),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                "meta": meta or {}}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-    return sha256_file(Path(path))
+    data = buffer.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    # The old record goes first: a crash between the two writes then leaves a file with no record (loaded with a
+    # warning), never a good file refused for an old sha256.
+    sha256_path(path).unlink(missing_ok=True)
+    atomic_write_bytes(Path(path), data)
+    atomic_write_bytes(sha256_path(path), f"{sha}  {Path(path).name}\n".encode())
+    return sha
+
+
+def _verify(path: Path, expected_sha256: str | None) -> None:
+    """Raise CheckpointError if path's bytes are not the ones recorded for it: expected_sha256 (the zoo's
+    manifest) if given, else the sha256 saved next to it. A file with neither is loaded with a warning."""
+    if expected_sha256 is not None:
+        if sha256_file(path) != expected_sha256:
+            raise CheckpointError(
+                f"{path} does not match its sha256 in the manifest: the file is corrupt or was changed by hand. "
+                f"Restore it with `git checkout -- {path.name}` (from data/zoo) or rebuild it with "
+                f"`python -m minirlhf zoo build {path.stem}`.")
+        return
+    recorded = recorded_sha256(path)
+    if recorded is None:
+        warnings.warn(f"{path} has no {sha256_path(path).name} next to it (saved by an older minirlhf, or copied "
+                      "without it), so it cannot be checked for damage: loading it unverified. Load it once and "
+                      "save it again with zoo.save_checkpoint to record its sha256.", stacklevel=3)
+    elif sha256_file(path) != recorded:
+        raise CheckpointError(
+            f"{path} does not match the sha256 recorded in {sha256_path(path).name} when it was saved: it was "
+            "damaged since (a disk, copy or sync error) or changed by hand, so its weights cannot be trusted and it "
+            "was not loaded. Restore it from a copy, or train and save it again; if you changed it on purpose, "
+            f"delete {sha256_path(path).name} to load it unverified.")
 
 
 def load_checkpoint(path: Path, expected_sha256: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """Load (model in eval mode, meta) from a file written by save_checkpoint, verifying it first."""
+    """Load (model in eval mode, meta) from a file written by save_checkpoint, verifying it first: against
+    expected_sha256 (the manifest's, when the zoo loads by name), else against the sha256 saved next to it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}. Build it with: python -m minirlhf zoo build {path.stem}")
-    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise CheckpointError(
-            f"{path} does not match its sha256 in the manifest: the file is corrupt or was changed by hand. "
-            f"Restore it with `git checkout -- {path.name}` (from data/zoo) or rebuild it with "
-            f"`python -m minirlhf zoo build {path.stem}`.")
+    _verify(path, expected_sha256)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -119,23 +177,32 @@ def load_pairs_file(path: Path, expected_sha256: str | None = None) -> dict[str,
         raise CheckpointError(f"no preference data at {path}. Build it with: python -m minirlhf zoo build {path.name.split('.')[0]}")
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise CheckpointError(f"{path} does not match its sha256 in the manifest: restore it with git or rebuild it.")
+    fix = "restore it with git or rebuild it."
     try:
-        payload = json.loads(gzip.decompress(path.read_bytes()))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not readable gzipped JSON ({e}); restore it with git or rebuild it.") from e
-    if payload.get("format") != PAIRS_FORMAT:
-        raise CheckpointError(f"{path} is not a minirlhf preference file of format {PAIRS_FORMAT!r}.")
-    return payload["splits"]
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as e:       # not gzip, cut short, or damaged inside
+        raise CheckpointError(f"{path} is not readable gzip ({e.__class__.__name__}: {e}); {fix}") from None
+    payload = parse_json(path, data, fix)
+    if not isinstance(payload, dict) or payload.get("format") != PAIRS_FORMAT:
+        raise CheckpointError(f"{path} is not a minirlhf preference file of format {PAIRS_FORMAT!r}: {fix}")
+    splits = payload.get("splits")
+    if not isinstance(splits, dict) or not all(isinstance(pairs, list) for pairs in splits.values()):
+        raise CheckpointError(f"{path} has no 'splits' {{split: [pairs]}}: {fix}")
+    return splits
 
 
 def read_manifest(zoo_dir: Path = ZOO_DIR) -> dict:
     path = Path(zoo_dir) / MANIFEST
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON (line {e.lineno}): restore it with git or rebuild the zoo.") from e
+    fix = "restore it with `git checkout -- data/zoo/MANIFEST.json` or rebuild the zoo."
+    manifest = parse_json(path, path.read_bytes(), fix)
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path} must be a JSON object {{name: entry}}, not a {type(manifest).__name__}: {fix}")
+    for name, entry in manifest.items():
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("file", "sha256"))):
+            raise CheckpointError(f"{path}: the entry {name!r} needs a 'file' and a 'sha256' (strings): {fix}")
+    return manifest
 
 
 def write_manifest(manifest: dict, zoo_dir: Path = ZOO_DIR) -> None:
@@ -184,6 +251,8 @@ def load_entry(name: str, zoo_dir: Path = ZOO_DIR):
 def load_results(name: str, results_dir: Path = RESULTS_DIR) -> dict:
     """The shipped results of an experiment (data/results/NAME.json), as the notebooks plot them."""
     path = Path(results_dir) / f"{name}.json"
+    rerun = f"python -m minirlhf experiments {name.replace('_', '-')}"
     if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}: run python -m minirlhf experiments {name.replace('_', '-')}")
-    return json.loads(path.read_text())
+        raise FileNotFoundError(f"no results at {path}: run {rerun}")
+    return parse_json(path, path.read_bytes(), f"restore it with `git checkout -- {path.name}` (from data/results) "
+                                               f"or rerun {rerun}")

@@ -37,6 +37,20 @@ def tiny_model(seed=0, context_length=32):
                          n_heads=2))
 
 
+class NeverEnds(GPT):
+    """A GPT that never emits EOS: every sample runs to its token budget."""
+
+    def forward(self, idx, attention_mask=None, kv_cache=None):
+        logits = super().forward(idx, attention_mask, kv_cache)
+        return logits.index_fill(-1, torch.tensor([TOKENIZER.eos_id], device=logits.device), -1e4)
+
+
+def never_ending_model(seed=0, context_length=24):
+    torch.manual_seed(seed)
+    return NeverEnds(GPTConfig(vocab_size=TOKENIZER.vocab_size, context_length=context_length, d_model=16,
+                               n_layers=1, n_heads=2))
+
+
 # ---------------------------------------------------------------- a reward the RL trainers must learn
 LEARN_PROMPT = "review: soup\n"
 LETTERS = torch.tensor(TOKENIZER.encode("abcdefghijklmnopqrstuvwxyz"))

@@ -75,3 +75,29 @@ def test_the_call_protocol():
     assert tool_output("<calc>3/0</calc>") == "err\n" and tool_output("</calc>") == "err\n"
     with pytest.raises(ValueError, match="does not end with"):
         call_expression("<calc>37*48")
+
+
+def old_decimal_text(value: Fraction) -> str:
+    """How a non-integer result was written before the exact rounding: through a float."""
+    text = f"{float(round(value, 4)):.4f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def test_results_below_1e11_are_written_as_before_and_larger_ones_exactly():
+    rng = random.Random(2)
+    compared = 0
+    for _ in range(20_000):            # the notebook's calls: two or three operands of up to 6 digits
+        operands = [str(rng.randint(0, 10 ** rng.randint(1, 6) - 1)) for _ in range(rng.randint(2, 3))]
+        text = operands[0] + "".join(rng.choice("+-*/") + x for x in operands[1:])
+        try:
+            value = evaluate(text)
+        except CalculatorError:
+            continue
+        if abs(value) < 10 ** 11:
+            assert calculate(text) == (str(value.numerator) if value.denominator == 1 else old_decimal_text(value)), text
+            compared += 1
+    assert compared > 15_000
+    # 788539760347.29734427...: through a float it came out as ...2972
+    assert calculate("423195/326201+813346*969501") == "788539760347.2973"
+    assert calculate("-423195/326201-813346*969501") == "-788539760347.2973"
+    assert calculate("1/20000") == "0" and calculate("3/20000") == "0.0002"      # half to even, as before

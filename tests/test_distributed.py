@@ -1,4 +1,11 @@
 """distributed.py: the package's losses under torch.distributed (gloo on CPU), launched with torchrun."""
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -68,6 +75,97 @@ def test_a_failed_launch_raises_with_the_workers_error(tmp_path):
         distributed._launch([launch + ["--bogus"]], tmp_path / "out.json", timeout=120)
     with pytest.raises(RuntimeError, match="wrote no"):
         distributed._launch([launch + ["--steps", "0"]], tmp_path / "none.json", timeout=120)   # no --out: nothing written
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds marker (psutil if installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        return [int(d.name) for d in Path("/proc").iterdir()
+                if d.name.isdigit() and marker.encode() in _read_or_empty(d / "cmdline")]
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+
+
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:            # the process ended meanwhile
+        return b""
+
+
+def _assert_none_left(marker: str) -> None:
+    """Nothing with marker in its command line runs a few seconds on; whatever does is killed (a failing test must
+    not leave a hung torchrun behind) and the test fails."""
+    deadline = time.monotonic() + 5
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _processes_with(marker)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"processes left running: {left}"
+
+
+def _rank_script(folder: Path, body: str) -> Path:
+    """A worker script for torchrun whose file name is a marker no other process holds."""
+    script = folder / f"rank_script_{uuid.uuid4().hex}.py"
+    script.write_text("import atexit, os, sys, time\nrank = int(os.environ['RANK'])\n" + body)
+    return script
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc").is_dir() and "psutil" not in sys.modules,
+                                reason="finding leftover processes needs /proc or psutil")
+
+
+@needs_proc
+def test_a_hung_rank_fails_the_launch_at_its_timeout_and_leaves_no_process(tmp_path):
+    script = _rank_script(tmp_path, "if rank == 1:\n    time.sleep(600)\n")
+    start = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match="did not finish within 20 s"):
+            distributed._launch([[distributed._torchrun(), "--standalone", "--nproc_per_node=2", str(script)]],
+                                tmp_path / "out.json", timeout=20)
+        assert time.monotonic() - start < 20 + 15
+    finally:
+        _assert_none_left(script.name)
+
+
+@needs_proc
+def test_a_node_that_fails_before_joining_fails_the_launch_at_once_with_its_error(tmp_path):
+    marker = f"node0_{uuid.uuid4().hex}"
+    node0 = [distributed._torchrun(), "--nnodes=2", "--nproc_per_node=1", "--node_rank=0", "--master_addr=127.0.0.1",
+             f"--master_port={distributed._free_port()}", "-m", "minirlhf.distributed", "--steps", "1",
+             "--out", str(tmp_path / f"{marker}.json")]
+    node1 = [sys.executable, "-c", "import sys; sys.exit('node 1 cannot start: no such interface')"]
+    start = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="(?s)launcher 2 of 2.*node 1 cannot start: no such interface"):
+            distributed._launch([node0, node1], tmp_path / f"{marker}.json", timeout=60)
+        assert time.monotonic() - start < 30
+    finally:
+        _assert_none_left(marker)
+
+
+@needs_proc
+def test_the_failing_rank_s_own_error_is_shown_however_much_follows_it(tmp_path):
+    """What follows a rank's traceback (teardown warnings, torchrun's own traceback and report) pushed it out of the
+    last 3000 characters of the output, which were all the error showed."""
+    script = _rank_script(tmp_path, "if rank == 1:\n"
+                                    "    atexit.register(lambda: sys.stderr.write('[W teardown] a warning\\n' * 200))\n"
+                                    "    raise ValueError('rank 1 broke: the batch has 7 rows')\n"
+                                    "time.sleep(60)\n")
+    try:
+        with pytest.raises(RuntimeError) as error:
+            distributed._launch([[distributed._torchrun(), "--standalone", "--nproc_per_node=2", str(script)]],
+                                tmp_path / "out.json", timeout=120)
+    finally:
+        _assert_none_left(script.name)
+    message = str(error.value)
+    assert "ValueError: rank 1 broke: the batch has 7 rows" in message and "Root Cause" in message
+    assert len(message) < 6000
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ import copy
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from minirlhf.dpo import DPOConfig, preference_bandit, train_dpo
 from minirlhf.logprobs import text_logprobs
 from minirlhf.tasks import reviews
 
-from helpers import tiny_model
+from helpers import never_ending_model, tiny_model
 
 TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
                "logps/rejected", "loss")
@@ -159,3 +160,28 @@ def test_length_grouped_batches_cover_every_row_once_with_similar_lengths():
     assert sorted(torch.cat(batches).tolist()) == list(range(1000))
     spread = sum(float(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
     assert spread < 30                                # random batches of 16 would spread about 110
+
+
+def test_kto_reads_desirable_as_a_real_bool_and_refuses_what_is_not_one():
+    assert [dpo.thumb(v, 0) for v in (True, False, "true", "false", "False", np.bool_(True))] == \
+        [True, False, True, False, False, True]
+    for bad in ("no", "0", 1, None, "yes"):
+        with pytest.raises(ValueError, match=r"examples\[1\]\['desirable'\] is .*: it must be True or False"):
+            dpo.train_kto(tiny_model(context_length=48), [{"prompt": "a", "response": "b", "desirable": True},
+                                                          {"prompt": "a", "response": "c", "desirable": bad}],
+                          DPOConfig(steps=1))
+
+
+def test_online_dpo_samples_that_never_end_still_fit_the_context():
+    """A sample of the longest prompt that never emits EOS used the whole context, then got EOS appended: one token
+    too many for the model, in the middle of a run."""
+    from minirlhf.data import encode_pairs
+    from minirlhf.sampling import sample_preference_pairs
+
+    policy = never_ending_model(context_length=24)
+    pairs = sample_preference_pairs(policy, reviews.prompts(6, seed=0), reviews.gold_reward, seed=0)
+    for side in ("chosen", "rejected"):        # every sample ran to the budget, and the longest fits exactly
+        assert encode_pairs([(p["prompt"], p[side]) for p in pairs])[0].shape[1] == 24
+    out = dpo.online_dpo(policy, reviews.prompts, reviews.gold_reward, DPOConfig(steps=1, batch_size=4), rounds=2,
+                         pairs_per_round=6)
+    assert len(out["steps"]["loss"]) == 2

@@ -2,6 +2,7 @@
 position bias, labelling with a constitution, and a judge that learns."""
 import math
 import random
+import time
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_parse_constitution_skips_blanks_and_comments():
 @pytest.mark.parametrize("text,message", [
     ("Be Kind.\n", "line 1.*cannot encode 'B'"),
     ("be kind.\n" + "x" * (J.MAX_PRINCIPLE_CHARS + 1), "line 2.*at most 60 characters"),
-    ("be kind.\nbe brief.\nbe kind.\n", "line 3.*already listed"),
+    ("be kind.\nbe brief.\nbe kind.\n", "line 3.*already listed on line 1"),
     ("# nothing here\n\n", "no principle"),
 ])
 def test_parse_constitution_names_the_bad_line(text, message):
@@ -42,6 +43,22 @@ def test_read_constitution(tmp_path):
     assert J.read_constitution(path) == [SENTIMENT]
     with pytest.raises(FileNotFoundError, match="one principle per line"):
         J.read_constitution(tmp_path / "missing.txt")
+
+
+def test_read_constitution_takes_a_byte_order_mark_and_names_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{SENTIMENT}\nbe kind.\n".encode())       # as older Windows editors save
+    assert J.read_constitution(path) == [SENTIMENT, "be kind."]
+    path.write_bytes(f"{SENTIMENT}\n".encode() + "be kind, caf\u00e9.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{path} is not UTF-8 text: byte 45 \(line 2\) is b'\\xe9'. Save the file as UTF-8"):
+        J.read_constitution(path)
+
+
+def test_the_duplicate_check_is_linear_in_the_number_of_lines():
+    text = "\n".join(f"principle {i}." for i in range(40_000))     # quadratic: about 17 s; linear: a few ms
+    start = time.perf_counter()
+    assert len(J.parse_constitution(text)) == 40_000
+    assert time.perf_counter() - start < 2.0
 
 
 def test_the_shipped_constitution_covers_every_aspect_the_human_knows():

@@ -8,6 +8,8 @@ from minirlhf.ppo import PPOConfig
 from minirlhf.reward import score
 from minirlhf.tasks import reviews
 
+from helpers import never_ending_model
+
 
 def test_round_budgets_split_evenly_and_lose_nothing():
     assert round_budgets(10, 3) == [4, 3, 3]
@@ -45,3 +47,14 @@ def test_iterated_rlhf_labels_the_current_policy_each_round_and_leaves_sft_alone
     assert history["ppo"]["round"] == [0, 0, 1, 1] and len(history["ppo"]["gold"]) == 4
     assert all(torch.equal(v, sft.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, before[k]) for k, v in policy.state_dict().items())
+
+
+def test_policy_pairs_of_samples_that_never_end_fit_the_context_with_their_eos():
+    """The reward model is fitted on these pairs: "BOS prompt response EOS" must fit even when no sample ended."""
+    from minirlhf.data import encode_pairs
+    from minirlhf.online import policy_pairs
+
+    policy = never_ending_model(context_length=24)
+    pairs = policy_pairs(policy, policy, reviews.prompts(6, seed=0), reviews.gold_reward, seed=0)
+    for side in ("chosen", "rejected"):
+        assert encode_pairs([(p["prompt"], p[side]) for p in pairs])[0].shape[1] == 24

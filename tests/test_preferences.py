@@ -41,3 +41,12 @@ def test_label_pairs_orders_by_the_noisy_human():
     assert all(p["gold_chosen"] == reviews.gold_reward(p["prompt"], p["chosen"]) for p in pairs)
     noiseless = preferences.label_pairs(prompts[:10], [bad] * 10, [good] * 10, reviews.gold_reward, temperature=0)
     assert all(p["chosen"] == good for p in noiseless)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_label_pairs_refuses_a_gold_reward_that_is_not_a_finite_number(bad):
+    """NaN compares false both ways: without the check every such pair was labelled "b preferred", silently."""
+    def gold(prompt, response):
+        return bad if response == "broken one" else 1.0
+    with pytest.raises(ValueError, match="(?s)'broken one'.*'review: tea\\\\n'.*finite"):
+        preferences.label_pairs(["review: soup\n", "review: tea\n"], ["fine", "fine"], ["fine", "broken one"], gold)

@@ -68,3 +68,24 @@ def test_within_user_pairs_compare_only_one_users_replies_to_one_prompt():
 def test_thumbs_drop_the_middle():
     rows = _ratings([(1, "a", "x", 5), (1, "a", "y", 3), (1, "a", "z", 2), (1, "a", "w", 4)])
     assert [(t["response"], t["desirable"]) for t in R.thumbs(rows)] == [("x", True), ("z", False), ("w", True)]
+
+
+def _rated(stars_by_user):
+    return [{"user": u, "kind": "typical", "prompt": "p", "response": f"r{i}", "stars": s}
+            for u, stars in stars_by_user.items() for i, s in enumerate(stars)]
+
+
+def test_thumbs_refuse_an_up_threshold_not_above_the_down_one():
+    ratings = _rated({0: [1, 3, 5]})
+    for up, down in ((3, 3), (2, 4)):
+        with pytest.raises(ValueError, match=rf"up \({up}\) must be larger than down \({down}\)"):
+            R.thumbs(ratings, up=up, down=down)
+    assert [t["desirable"] for t in R.thumbs(ratings, up=4, down=2)] == [False, True]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "5", None])
+def test_stars_that_are_no_finite_number_are_refused_naming_the_user(bad):
+    ratings = _rated({7: [1, 4], 8: [2, bad]})
+    for signal in (R.normalize_per_user, R.within_user_pairs, R.thumbs):
+        with pytest.raises(ValueError, match=r"ratings\[3\] \(user 8\) has stars .*must be a finite number"):
+            signal(ratings)

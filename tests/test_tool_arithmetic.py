@@ -1,3 +1,7 @@
+import random
+import re
+import time
+
 import pytest
 
 from minirlhf.tasks import arithmetic, tool_arithmetic as ta
@@ -63,3 +67,30 @@ def test_reward_is_correct_minus_cost_per_call():
         ta.make_reward(-1.0)
     with pytest.raises(ValueError, match="prompt"):
         ta.reward("1776", prompt)
+
+
+# The pattern before it was made linear: kept to check that the new one matches exactly as it did.
+OLD_RESPONSE = re.compile(r"(?:<calc>[^\n]*?</calc>([^\n]*)\n)*\s*(-?\d+)?\s*")
+
+
+def test_the_response_pattern_matches_as_the_old_one_did():
+    rng = random.Random(0)
+    pieces = ["<calc>", "</calc>", "\n", " ", "1", "23", "-", "*", "err", "0.5", "x", "<calc>37*48</calc>1776\n"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))) for _ in range(20_000)]
+    texts += [f"<calc>{p.expression}</calc>{answer}\n{tail}" for p in map(arithmetic.sample_problem, [rng] * 200)
+              for answer, tail in ((p.answer, ""), (p.answer, str(p.answer)), ("err", " 7 "))]
+    matched = 0
+    for text in texts:
+        old, new = OLD_RESPONSE.fullmatch(text), ta._RESPONSE.fullmatch(text)
+        assert (old is None) == (new is None) and (old is None or old.groups() == new.groups()), text
+        matched += old is not None
+    assert matched > 2000
+
+
+def test_parse_response_takes_linear_time_on_repeated_lines():
+    # Each line could end its call at either CALL_CLOSE: the old pattern's time doubled with every line.
+    text = "<calc>1</calc>2</calc>3\n" * 30 + "x"
+    start = time.perf_counter()
+    assert ta.parse_response(text) == (None, 60)
+    assert ta.parse_response(" " * 5000 + "x") == (None, 0)
+    assert time.perf_counter() - start < 0.5

@@ -31,7 +31,12 @@ PRODUCT_SHARE = 0.5        # share of products among prompts
 SUM_CALL_SHARE = 0.1       # share of the sum demonstrations that call the tool (every product demonstration does)
 CALL_COST = 0.1            # c in the reward correct - c * calls
 # Calls, each followed by the tool's output up to OUTPUT_END (the last output captured), then the answer if any.
-_RESPONSE = re.compile(rf"(?:{re.escape(CALL_OPEN)}[^\n]*?{re.escape(CALL_CLOSE)}([^\n]*)\n)*\s*(-?\d+)?\s*")
+# Each piece matches in one way only, so a failed match costs linear time: a call's expression is what comes before
+# its first CALL_CLOSE (a lazy [^\n]*? there could also end at a later one, doubling the work with every such line),
+# and the answer's digits come with the whitespace after them (two optional \s* side by side split a run of spaces
+# in every way).
+_CALL = rf"{re.escape(CALL_OPEN)}(?:(?!{re.escape(CALL_CLOSE)})[^\n])*{re.escape(CALL_CLOSE)}"
+_RESPONSE = re.compile(rf"(?:{_CALL}([^\n]*)\n)*\s*(?:(-?\d+)\s*)?")
 
 
 def sample_problem(rng: random.Random, product_share: float = PRODUCT_SHARE) -> Problem:
