@@ -58,3 +58,60 @@ def test_implied_answer_and_faithfulness():
     assert L.faithful("<1+7=8 2+5=6 8+0=8 4+9=13 >13878") is False     # right answer, unfaithful to its steps
     assert L.implied_answer("<1+7=8 garbage >8") is None and L.faithful("<1+7=8 garbage >8") is None
     assert L.faithful("13878") is None
+
+
+def test_step_curves_and_bucket_report_split_by_difficulty():
+    from minirlhf.course.thinking import bucket_report, mean_se, step_curves
+    easy, hard = L.make_prompt(Problem(3, 4)), P
+    samples = [[{"prompt": easy, "response": "7", "reward": 1.0}, {"prompt": hard, "response": GOOD, "reward": 1.0},
+                {"prompt": hard, "response": "13868", "reward": 0.0}]]
+    curves = step_curves(samples)
+    assert curves["easy"]["thinks"] == [0.0] and curves["hard"]["thinks"] == [0.5] and curves["hard"]["reward"] == [0.5]
+    assert curves["medium"]["reward"] == [0.0]                # no medium sample this step
+    report = bucket_report([easy, hard, hard], ["7", GOOD, "13868"])
+    assert report["hard"] == {"n": 2, "accuracy": 0.5, "thinks": 0.5, "length": (len(GOOD) + 5) / 2}
+    assert report["all"]["n"] == 3 and "medium" not in report
+    assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, (1 / 3) ** 0.5)) and mean_se([0.5]) == (0.5, 0.0)
+
+
+@pytest.mark.slow
+def test_greedy_modes_on_the_starting_policy():
+    from minirlhf import zoo
+    from minirlhf.course.thinking import greedy_responses
+    model = zoo.load("think-sft")
+    prompts = L.prompts(8, seed=3, digits=4)
+    assert all(L.thinks(r) for r in greedy_responses(model, prompts, "think"))
+    assert not any(L.thinks(r) for r in greedy_responses(model, prompts, "direct"))
+
+
+@pytest.mark.slow
+def test_thinking_experiment_quick_smoke():
+    from minirlhf.course.thinking import thinking
+    out = thinking(quick=True, log=lambda line: None)
+    assert set(out["gap"]) == {"think-base", "think-sft"} and out["held_out_per_bucket"] == {"easy": 10, "medium": 10,
+                                                                                            "hard": 10}
+    assert [r["method"] for r in out["runs"]] == ["GRPO", "RFT", "distill"]
+    grpo, rft, distill = out["runs"]
+    assert len(grpo["reward"]) == 2 and len(grpo["by_bucket"]["hard"]["thinks"]) == 2
+    assert grpo["samples_seen"] == rft["samples_seen"] and distill["n_examples"] == sum(rft["kept"])
+    assert set(out["summary"]) == {"GRPO", "RFT", "distill"}
+
+
+@pytest.mark.slow
+def test_grpo_on_long_sums_raises_the_reward():
+    from minirlhf import zoo
+    from minirlhf.course.recipes import THINK_GRPO, THINK_SAMPLING
+    from minirlhf.evaluate import correct_counts
+    from minirlhf.grpo import GRPOConfig, train_grpo
+    from minirlhf.utils import seed_everything
+
+    def sampled_reward(model, prompts):
+        return sum(correct_counts(model, prompts, L.reward, 4, max_new_tokens=L.MAX_RESPONSE_TOKENS, seed=5)) / (4 * len(prompts))
+
+    seed_everything(0, threads=1)
+    policy = zoo.load("think-sft")
+    hard = L.prompts(32, seed=11, digits=4)
+    before = sampled_reward(policy, hard)
+    config = GRPOConfig(**{**THINK_GRPO, **THINK_SAMPLING, "steps": 8, "prompts_per_step": 8, "seed": 0})
+    _, history = train_grpo(policy, hard, L.reward, config)
+    assert sampled_reward(policy, hard) > before + 0.15

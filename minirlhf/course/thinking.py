@@ -26,9 +26,12 @@ from ..tasks import long_arithmetic as task
 from ..tokenizer import TOKENIZER
 from ..train import sft
 from ..utils import seed_everything
+from .recipes import THINK_GRPO, THINK_SAMPLING
 
 START = "think-sft"
 MODES = ("free", "think", "direct")
+RFT_LR = 3e-4
+DISTILL_LR, DISTILL_BATCH = 3e-4, 32
 
 
 @torch.no_grad()
@@ -79,3 +82,142 @@ def faithfulness(prompts: list[str], responses: list[str]) -> dict:
             "steps_right": sum(task.steps_right(p, r) for p, r in rows) / n,
             "right_answer_wrong_step": sum(not task.steps_right(p, r) for p, r in right) / max(1, len(right)),
             "answer_not_implied": sum(task.faithful(r) is not True for _, r in rows) / n}
+
+
+def step_curves(samples: list[list[dict]]) -> dict:
+    """Per bucket, per training step: the share of the step's samples that think, are right, and their mean length
+    (characters). samples: one list of {prompt, response, reward} per step (a trainer's history["samples"])."""
+    out = {b: {"thinks": [], "reward": [], "length": []} for b in task.BUCKETS}
+    for step in samples:
+        for b, curves in out.items():
+            rows = [s for s in step if task.difficulty(s["prompt"]) == b]
+            n = max(1, len(rows))
+            curves["thinks"].append(sum(task.thinks(s["response"]) for s in rows) / n)
+            curves["reward"].append(sum(s["reward"] for s in rows) / n)
+            curves["length"].append(sum(len(s["response"]) for s in rows) / n)
+    return out
+
+
+def held_out(quick: bool = False) -> list[str]:
+    """Held-out problems, as many per bucket: 1- and 2-digit sums (easy), 3 (medium), 4 (hard)."""
+    n = 10 if quick else 100
+    return (task.prompts(n // 2, seed=4, digits=1) + task.prompts(n // 2, seed=4, digits=2)
+            + task.prompts(n, seed=4, digits=3) + task.prompts(n, seed=4, digits=4))
+
+
+def gap(model, prompts: list[str]) -> dict:
+    """bucket_report of the greedy responses in each mode: the model made to answer directly, to think, or free."""
+    return {mode: bucket_report(prompts, greedy_responses(model, prompts, mode)) for mode in MODES}
+
+
+def final_measures(model, prompts: list[str]) -> dict:
+    """Free greedy behaviour per bucket, and faithfulness of the free and of the forced scratchpads."""
+    free, forced = greedy_responses(model, prompts, "free"), greedy_responses(model, prompts, "think")
+    return {"buckets": bucket_report(prompts, free), "faithfulness": faithfulness(prompts, free),
+            "forced_think": {"buckets": bucket_report(prompts, forced), "faithfulness": faithfulness(prompts, forced)},
+            "examples": [{"prompt": p, "response": r} for p, r in zip(prompts, free)][::len(prompts) // 8]}
+
+
+def run(spec: dict) -> dict:
+    """One run from START: spec = {method ("GRPO", "RFT" or "distill"), seed, steps, quick, and for distill
+    n_examples}. GRPO and RFT draw the same samples per step (prompts_per_step x num_generations); distill is SFT
+    on n_examples scratchpad demonstrations of fresh problems. Returns per-step curves, greedy evaluations per
+    bucket along the run, the final measures and the time taken."""
+    seed_everything(spec["seed"], threads=1)
+    start = time.perf_counter()
+    test = held_out(spec["quick"])
+    policy = zoo.load(START)
+    evals = []
+
+    def evaluate(model) -> float:
+        evals.append(bucket_report(test, greedy_responses(model, test)))
+        return evals[-1]["hard"]["accuracy"]
+
+    method, out = spec["method"], {k: spec[k] for k in ("method", "seed")}
+    eval_every = max(1, spec["steps"] // 5)
+    if method == "distill":
+        pairs = task.sft_dataset(spec["n_examples"], seed=100 + spec["seed"], think_share=1.0)
+        steps = max(1, -(-len(pairs) // DISTILL_BATCH))
+        history = sft(policy, pairs, steps=steps, batch_size=DISTILL_BATCH, lr=DISTILL_LR, seed=spec["seed"],
+                      warmup=min(10, steps), eval_fn=lambda m: {"hard": evaluate(m)}, eval_every=eval_every)
+        out.update(n_examples=len(pairs), steps=steps, loss=history["loss"])
+    else:
+        every = THINK_SAMPLING["prompts_per_step"] * THINK_SAMPLING["num_generations"]   # keep every sample
+        shared = dict(steps=spec["steps"], seed=spec["seed"], n_samples=every, **THINK_SAMPLING)
+        if method == "GRPO":
+            config = GRPOConfig(**{**THINK_GRPO, **shared})
+            _, history = train_grpo(policy, task.prompts, task.reward, config,
+                                    eval_fn=evaluate, eval_every=eval_every)
+            out.update(completion_length=history["completion_length"], entropy=history["entropy"],
+                       frac_reward_zero_std=history["frac_reward_zero_std"])
+        else:
+            _, history = train_rft(policy, task.prompts, task.reward, RFTConfig(**shared, lr=RFT_LR),
+                                   eval_fn=evaluate, eval_every=eval_every)
+            out.update(kept=history["kept"])
+        out.update(reward=history["reward"], by_bucket=step_curves(history["samples"]),
+                   samples_seen=history["samples_seen"],
+                   eval_samples_seen=history["eval_samples_seen"])
+    out.update(evals=evals, final=final_measures(policy, test), seconds=time.perf_counter() - start)
+    return out
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (std with n - 1, over sqrt n; 0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return mean, (var / n) ** 0.5
+
+
+def summary(runs: list[dict]) -> dict:
+    """Per method: the final greedy accuracy, thinking rate and length per bucket, as (mean, standard error) over
+    its seeds, and the samples drawn (GRPO, RFT) or demonstrations used (distill)."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rs = [r for r in runs if r["method"] == method]
+        out[method] = {b: {k: mean_se([r["final"]["buckets"][b][k] for r in rs]) for k in ("accuracy", "thinks", "length")}
+                       for b in rs[0]["final"]["buckets"]}
+        out[method]["seeds"] = len(rs)
+        out[method]["samples"] = mean_se([r["samples_seen"][-1] if "samples_seen" in r else r["n_examples"] for r in rs])
+    return out
+
+
+def thinking(steps: int = THINK_GRPO["steps"], seeds=(0, 1, 2), quick: bool = False, log=print) -> dict:
+    """The experiment (one process, one thread); see the module docstring."""
+    steps, seeds = (2, (0,)) if quick else (steps, seeds)
+    test = held_out(quick)
+    out = {"command": "python -m minirlhf experiments thinking" + " --quick" * quick, "start": START,
+           "held_out_per_bucket": {b: sum(task.difficulty(p) == b for p in test) for b in task.BUCKETS},
+           "steps": steps, "seeds": list(seeds), "sampling": THINK_SAMPLING, "grpo": THINK_GRPO, "rft_lr": RFT_LR,
+           "distill": {"lr": DISTILL_LR, "batch_size": DISTILL_BATCH}, "threads": 1}
+    for name in ("think-base", START):
+        seed_everything(0, threads=1)
+        model = zoo.load(name)
+        out.setdefault("gap", {})[name] = gap(model, test)
+        log(f"{name}: hard accuracy direct {out['gap'][name]['direct']['hard']['accuracy']:.2f}, "
+            f"thinking {out['gap'][name]['think']['hard']['accuracy']:.2f}")
+    out["start_final"] = final_measures(zoo.load(START), test)
+    runs = []
+    for seed in seeds:
+        for method in ("GRPO", "RFT"):
+            runs.append(run({"method": method, "seed": seed, "steps": steps, "quick": quick}))
+            log(f"{method} seed {seed}: hard accuracy {runs[-1]['final']['buckets']['hard']['accuracy']:.2f}, "
+                f"thinks {runs[-1]['final']['buckets']['hard']['thinks']:.2f}, {runs[-1]['seconds']:.0f} s")
+        kept = sum(runs[-1]["kept"])                  # distillation gets as many examples as RFT trained on
+        runs.append(run({"method": "distill", "seed": seed, "steps": steps, "quick": quick, "n_examples": kept}))
+        log(f"distill seed {seed} ({kept} examples): hard accuracy "
+            f"{runs[-1]['final']['buckets']['hard']['accuracy']:.2f}, {runs[-1]['seconds']:.0f} s")
+    out["runs"] = runs
+    out["summary"] = summary(runs)
+    return _rounded(out)
+
+
+def _rounded(value):
+    """Floats to 4 significant digits, in nested dicts, lists and tuples (the results file stays small)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
