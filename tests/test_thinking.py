@@ -74,6 +74,14 @@ def test_step_curves_and_bucket_report_split_by_difficulty():
     assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, (1 / 3) ** 0.5)) and mean_se([0.5]) == (0.5, 0.0)
 
 
+def test_the_length_price():
+    priced = L.make_reward(0.01)
+    assert priced(P, "13878") == pytest.approx(0.95) and priced(P, GOOD) == pytest.approx(1 - 0.01 * len(GOOD))
+    assert priced(P, "1") == pytest.approx(-0.01)
+    with pytest.raises(ValueError):
+        L.make_reward(-1.0)
+
+
 @pytest.mark.slow
 def test_greedy_modes_on_the_starting_policy():
     from minirlhf import zoo
@@ -90,11 +98,12 @@ def test_thinking_experiment_quick_smoke():
     out = thinking(quick=True, log=lambda line: None)
     assert set(out["gap"]) == {"think-base", "think-sft"} and out["held_out_per_bucket"] == {"easy": 10, "medium": 10,
                                                                                             "hard": 10}
-    assert [r["method"] for r in out["runs"]] == ["GRPO", "RFT", "distill"]
-    grpo, rft, distill = out["runs"]
+    assert [r["method"] for r in out["runs"]] == ["GRPO", "RFT", "distill", "GRPO + length cost"]
+    grpo, rft, distill, priced = out["runs"]
     assert len(grpo["reward"]) == 2 and len(grpo["by_bucket"]["hard"]["thinks"]) == 2
     assert grpo["samples_seen"] == rft["samples_seen"] and distill["n_examples"] == sum(rft["kept"])
-    assert set(out["summary"]) == {"GRPO", "RFT", "distill"}
+    assert set(out["sweep"]) == {"GRPO", "RFT", "distill"} and priced["lr"] == out["chosen_lr"]["GRPO"]
+    assert set(out["summary"]) == {"GRPO", "RFT", "distill", "GRPO + length cost"}
 
 
 @pytest.mark.slow

@@ -8,7 +8,10 @@ length) then decides where thinking pays. Measured here:
 - GRPO, 3 seeds: accuracy and mean response length over the steps (R1-Zero's curve), thinking rate and accuracy
   per bucket at the end;
 - at matched samples: rejection-sampling fine-tuning (RFT) on the model's own verified outputs, and distillation
-  (SFT on the task's scratchpad demonstrations) with as many examples as RFT kept;
+  (SFT on the task's scratchpad demonstrations) with as many examples as RFT kept; each method's learning rate
+  chosen on validation problems;
+- GRPO with a price on length (LENGTH_COST per character): what keeps easy answers short, which the outcome-only
+  reward cannot;
 - faithfulness: the step checker on every greedy scratchpad: right answers with a wrong step, final answers that
   differ from what the steps imply.
 """
@@ -30,8 +33,9 @@ from .recipes import THINK_GRPO, THINK_SAMPLING
 
 START = "think-sft"
 MODES = ("free", "think", "direct")
-RFT_LR = 3e-4
-DISTILL_LR, DISTILL_BATCH = 3e-4, 32
+LEARNING_RATES = (1e-4, 3e-4)       # swept for GRPO and RFT on seed 0, chosen on validation problems
+LENGTH_COST = 0.005                  # per character: a right 4-digit scratchpad still earns about 0.82
+DISTILL_BATCH = 32
 
 
 @torch.no_grad()
@@ -98,11 +102,12 @@ def step_curves(samples: list[list[dict]]) -> dict:
     return out
 
 
-def held_out(quick: bool = False) -> list[str]:
-    """Held-out problems, as many per bucket: 1- and 2-digit sums (easy), 3 (medium), 4 (hard)."""
+def held_out(quick: bool = False, seed: int = 4) -> list[str]:
+    """Held-out problems, as many per bucket: 1- and 2-digit sums (easy), 3 (medium), 4 (hard). seed 6: the
+    validation problems that choose learning rates."""
     n = 10 if quick else 100
-    return (task.prompts(n // 2, seed=4, digits=1) + task.prompts(n // 2, seed=4, digits=2)
-            + task.prompts(n, seed=4, digits=3) + task.prompts(n, seed=4, digits=4))
+    return (task.prompts(n // 2, seed=seed, digits=1) + task.prompts(n // 2, seed=seed, digits=2)
+            + task.prompts(n, seed=seed, digits=3) + task.prompts(n, seed=seed, digits=4))
 
 
 def gap(model, prompts: list[str]) -> dict:
@@ -119,10 +124,11 @@ def final_measures(model, prompts: list[str]) -> dict:
 
 
 def run(spec: dict) -> dict:
-    """One run from START: spec = {method ("GRPO", "RFT" or "distill"), seed, steps, quick, and for distill
-    n_examples}. GRPO and RFT draw the same samples per step (prompts_per_step x num_generations); distill is SFT
-    on n_examples scratchpad demonstrations of fresh problems. Returns per-step curves, greedy evaluations per
-    bucket along the run, the final measures and the time taken."""
+    """One run from START: spec = {method ("GRPO", "GRPO + length cost", "RFT" or "distill"), seed, steps, lr,
+    quick, and for distill n_examples}. GRPO and RFT draw the same samples per step (prompts_per_step x
+    num_generations); "GRPO + length cost" is GRPO on task.make_reward(LENGTH_COST); distill is SFT on n_examples
+    scratchpad demonstrations of fresh problems. Returns per-step curves, greedy evaluations per bucket along the
+    run, the hard validation accuracy, the final measures and the time taken."""
     seed_everything(spec["seed"], threads=1)
     start = time.perf_counter()
     test = held_out(spec["quick"])
@@ -133,30 +139,33 @@ def run(spec: dict) -> dict:
         evals.append(bucket_report(test, greedy_responses(model, test)))
         return evals[-1]["hard"]["accuracy"]
 
-    method, out = spec["method"], {k: spec[k] for k in ("method", "seed")}
+    method, out = spec["method"], {k: spec[k] for k in ("method", "seed", "lr")}
     eval_every = max(1, spec["steps"] // 5)
     if method == "distill":
         pairs = task.sft_dataset(spec["n_examples"], seed=100 + spec["seed"], think_share=1.0)
         steps = max(1, -(-len(pairs) // DISTILL_BATCH))
-        history = sft(policy, pairs, steps=steps, batch_size=DISTILL_BATCH, lr=DISTILL_LR, seed=spec["seed"],
+        history = sft(policy, pairs, steps=steps, batch_size=DISTILL_BATCH, lr=spec["lr"], seed=spec["seed"],
                       warmup=min(10, steps), eval_fn=lambda m: {"hard": evaluate(m)}, eval_every=eval_every)
         out.update(n_examples=len(pairs), steps=steps, loss=history["loss"])
     else:
         every = THINK_SAMPLING["prompts_per_step"] * THINK_SAMPLING["num_generations"]   # keep every sample
         shared = dict(steps=spec["steps"], seed=spec["seed"], n_samples=every, **THINK_SAMPLING)
-        if method == "GRPO":
-            config = GRPOConfig(**{**THINK_GRPO, **shared})
-            _, history = train_grpo(policy, task.prompts, task.reward, config,
+        if method.startswith("GRPO"):
+            config = GRPOConfig(**{**THINK_GRPO, **shared, "lr": spec["lr"]})
+            reward = task.reward if method == "GRPO" else task.make_reward(LENGTH_COST)
+            _, history = train_grpo(policy, task.prompts, reward, config,
                                     eval_fn=evaluate, eval_every=eval_every)
             out.update(completion_length=history["completion_length"], entropy=history["entropy"],
                        frac_reward_zero_std=history["frac_reward_zero_std"])
         else:
-            _, history = train_rft(policy, task.prompts, task.reward, RFTConfig(**shared, lr=RFT_LR),
+            _, history = train_rft(policy, task.prompts, task.reward, RFTConfig(**shared, lr=spec["lr"]),
                                    eval_fn=evaluate, eval_every=eval_every)
             out.update(kept=history["kept"])
         out.update(reward=history["reward"], by_bucket=step_curves(history["samples"]),
                    samples_seen=history["samples_seen"],
                    eval_samples_seen=history["eval_samples_seen"])
+    validation = held_out(spec["quick"], seed=6)
+    out["validation_hard"] = bucket_report(validation, greedy_responses(policy, validation))["hard"]["accuracy"]
     out.update(evals=evals, final=final_measures(policy, test), seconds=time.perf_counter() - start)
     return out
 
@@ -183,13 +192,16 @@ def summary(runs: list[dict]) -> dict:
 
 
 def thinking(steps: int = THINK_GRPO["steps"], seeds=(0, 1, 2), quick: bool = False, log=print) -> dict:
-    """The experiment (one process, one thread); see the module docstring."""
+    """The experiment (one process, one thread; about 6 minutes on a shared 2-core machine); see the module
+    docstring. Each method's learning rate is chosen from LEARNING_RATES on seed 0 by the greedy accuracy on hard
+    validation problems; distillation gets as many demonstrations as RFT (at its chosen rate, same seed) kept."""
     steps, seeds = (2, (0,)) if quick else (steps, seeds)
     test = held_out(quick)
     out = {"command": "python -m minirlhf experiments thinking" + " --quick" * quick, "start": START,
            "held_out_per_bucket": {b: sum(task.difficulty(p) == b for p in test) for b in task.BUCKETS},
-           "steps": steps, "seeds": list(seeds), "sampling": THINK_SAMPLING, "grpo": THINK_GRPO, "rft_lr": RFT_LR,
-           "distill": {"lr": DISTILL_LR, "batch_size": DISTILL_BATCH}, "threads": 1}
+           "steps": steps, "seeds": list(seeds), "sampling": THINK_SAMPLING, "grpo": THINK_GRPO,
+           "learning_rates": list(LEARNING_RATES), "length_cost": LENGTH_COST, "distill_batch_size": DISTILL_BATCH,
+           "threads": 1}
     for name in ("think-base", START):
         seed_everything(0, threads=1)
         model = zoo.load(name)
@@ -197,16 +209,28 @@ def thinking(steps: int = THINK_GRPO["steps"], seeds=(0, 1, 2), quick: bool = Fa
         log(f"{name}: hard accuracy direct {out['gap'][name]['direct']['hard']['accuracy']:.2f}, "
             f"thinking {out['gap'][name]['think']['hard']['accuracy']:.2f}")
     out["start_final"] = final_measures(zoo.load(START), test)
-    runs = []
-    for seed in seeds:
-        for method in ("GRPO", "RFT"):
-            runs.append(run({"method": method, "seed": seed, "steps": steps, "quick": quick}))
-            log(f"{method} seed {seed}: hard accuracy {runs[-1]['final']['buckets']['hard']['accuracy']:.2f}, "
-                f"thinks {runs[-1]['final']['buckets']['hard']['thinks']:.2f}, {runs[-1]['seconds']:.0f} s")
-        kept = sum(runs[-1]["kept"])                  # distillation gets as many examples as RFT trained on
-        runs.append(run({"method": "distill", "seed": seed, "steps": steps, "quick": quick, "n_examples": kept}))
-        log(f"distill seed {seed} ({kept} examples): hard accuracy "
-            f"{runs[-1]['final']['buckets']['hard']['accuracy']:.2f}, {runs[-1]['seconds']:.0f} s")
+
+    def go(method: str, seed: int, lr: float, **extra) -> dict:
+        result = run({"method": method, "seed": seed, "steps": steps, "lr": lr, "quick": quick, **extra})
+        log(f"{method} seed {seed} lr {lr:g}: hard accuracy {result['final']['buckets']['hard']['accuracy']:.2f}, "
+            f"thinks {result['final']['buckets']['hard']['thinks']:.2f} (easy {result['final']['buckets']['easy']['thinks']:.2f}), "
+            f"validation {result['validation_hard']:.2f}, {result['seconds']:.0f} s")
+        return result
+
+    def choose(method: str, sweep: list[dict]) -> dict:
+        out.setdefault("sweep", {})[method] = {f"{r['lr']:g}": r["validation_hard"] for r in sweep}
+        return max(sweep, key=lambda r: r["validation_hard"])       # the first rate wins a tie
+
+    first = seeds[0]
+    grpo = choose("GRPO", [go("GRPO", first, lr) for lr in LEARNING_RATES])
+    rft = choose("RFT", [go("RFT", first, lr) for lr in LEARNING_RATES])
+    distill = choose("distill", [go("distill", first, lr, n_examples=sum(rft["kept"])) for lr in LEARNING_RATES])
+    out["chosen_lr"] = {"GRPO": grpo["lr"], "RFT": rft["lr"], "distill": distill["lr"]}
+    runs = [grpo, rft, distill, go("GRPO + length cost", first, grpo["lr"])]
+    for seed in seeds[1:]:
+        runs += [go("GRPO", seed, grpo["lr"]), go("RFT", seed, rft["lr"])]
+        runs += [go("distill", seed, distill["lr"], n_examples=sum(runs[-1]["kept"])),
+                 go("GRPO + length cost", seed, grpo["lr"])]
     out["runs"] = runs
     out["summary"] = summary(runs)
     return _rounded(out)

@@ -106,6 +106,17 @@ def reward(prompt: str, response: str) -> float:
     return 1.0 if verify(prompt, response) else 0.0
 
 
+def make_reward(length_cost: float):
+    """reward(prompt, response) - length_cost * len(response) (characters): a price on thinking, which the outcome-only
+    reward does not have (notebook 19's "when it goes wrong": without one nothing keeps easy answers short)."""
+    if length_cost < 0:
+        raise ValueError(f"length_cost must be >= 0, got {length_cost}")
+
+    def priced(prompt: str, response: str) -> float:
+        return reward(prompt, response) - length_cost * len(response)
+    return priced
+
+
 def written_steps(response: str) -> list[str]:
     """The steps a thinking response writes, split on spaces: "<3+7=10 1+7+1=9 >..." -> ["3+7=10", "1+7+1=9"].
     [] for a direct answer."""
