@@ -121,6 +121,7 @@ def test_grpo_on_long_sums_raises_the_reward():
     policy = zoo.load("think-sft")
     hard = L.prompts(32, seed=11, digits=4)
     before = sampled_reward(policy, hard)
-    config = GRPOConfig(**{**THINK_GRPO, **THINK_SAMPLING, "steps": 8, "prompts_per_step": 8, "seed": 0})
-    _, history = train_grpo(policy, hard, L.reward, config)
-    assert sampled_reward(policy, hard) > before + 0.15
+    # lr 3e-4 (the experiment's larger rate) so that 12 steps of 8 hard prompts show it: 0.125 -> 0.46 measured
+    config = GRPOConfig(**{**THINK_GRPO, **THINK_SAMPLING, "steps": 12, "prompts_per_step": 8, "lr": 3e-4, "seed": 0})
+    train_grpo(policy, hard, L.reward, config)
+    assert before < 0.2 and sampled_reward(policy, hard) > before + 0.2
