@@ -125,3 +125,16 @@ def test_grpo_on_long_sums_raises_the_reward():
     config = GRPOConfig(**{**THINK_GRPO, **THINK_SAMPLING, "steps": 12, "prompts_per_step": 8, "lr": 3e-4, "seed": 0})
     train_grpo(policy, hard, L.reward, config)
     assert before < 0.2 and sampled_reward(policy, hard) > before + 0.2
+
+
+def test_shipped_thinking_results_say_what_notebook_19_says():
+    from minirlhf import zoo
+    r = zoo.load_results("thinking")
+    gap = r["gap"]["think-sft"]
+    assert gap["direct"]["hard"]["accuracy"] <= 0.4 and gap["think"]["hard"]["accuracy"] >= 0.9
+    s = r["summary"]
+    assert s["GRPO"]["seeds"] == 3 and s["GRPO"]["hard"]["accuracy"][0] >= 0.9 and s["GRPO"]["hard"]["thinks"][0] >= 0.9
+    assert s["GRPO"]["samples"][0] == s["RFT"]["samples"][0] == 60 * 16 * 8
+    assert s["GRPO + length cost"]["hard"]["thinks"][0] < 0.05
+    grpo = [run for run in r["runs"] if run["method"] == "GRPO"]
+    assert all(run["final"]["faithfulness"]["right_answer_wrong_step"] == 0 for run in grpo)
