@@ -1,7 +1,6 @@
 """exercises/part4_thinking.py: notebook 19's check accepts a right RFT loss written differently, falls back on a
 stub and rejects plausible mistakes (values and gradients)."""
 import torch
-import torch.nn.functional as F
 
 from minirlhf import exercises as ex
 from conftest import assert_check_behaves

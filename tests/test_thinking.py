@@ -1,6 +1,5 @@
 """Notebook 19's task (tasks.long_arithmetic), its measures (course.thinking), and GRPO learning on it."""
 import pytest
-import torch
 
 from minirlhf.tasks import Task, get_task
 from minirlhf.tasks import long_arithmetic as L
