@@ -137,3 +137,32 @@ def test_shipped_thinking_results_say_what_notebook_19_says():
     assert s["GRPO + length cost"]["hard"]["thinks"][0] < 0.05
     grpo = [run for run in r["runs"] if run["method"] == "GRPO"]
     assert all(run["final"]["faithfulness"]["right_answer_wrong_step"] == 0 for run in grpo)
+
+
+def test_step_ends_and_verifier_targets():
+    import torch
+    from minirlhf.course.thinking import auc, best_of_n, majority_and_oracle, verifier_targets
+    assert L.step_ends(GOOD) == [5, 11, 17, 24] and [GOOD[i] for i in L.step_ends(GOOD)] == ["8", "7", "8", "3"]
+    assert L.step_ends("13878") == []
+    bad = "<1+7=8 2+5=6 8+0=8 4+9=13 >13878"
+    tokens, mask, where, labels = verifier_targets([P, P], [GOOD, bad], process=True)
+    start = 1 + len(P)
+    assert where[1].nonzero().squeeze(1).tolist() == [start + 5, start + 11, start + 17, start + 24, start + len(bad)]
+    assert labels[1][where[1]].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]             # a wrong step, a right answer
+    _, _, where_o, labels_o = verifier_targets([P], ["13868"], process=False)
+    assert where_o.sum() == 1 and labels_o.sum() == 0 and where_o[0, start + 5]  # on EOS, after the 5 characters
+    assert auc(torch.tensor([2.0, 1.0, 0.0]), torch.tensor([True, False, False])) == 1.0
+    assert auc(torch.tensor([1.0, 1.0]), torch.tensor([True, False])) == 0.5
+    cands = [["13868", GOOD, "1"]]
+    assert best_of_n([P], cands, torch.tensor([0.0, 5.0, 1.0]), [1, 3]) == {"1": 0.0, "3": 1.0}
+    assert majority_and_oracle([P], [["1", GOOD, "13878"]], [1, 3]) == {"majority": {"1": 0.0, "3": 1.0},
+                                                                        "oracle": {"1": 0.0, "3": 1.0}}
+
+
+@pytest.mark.slow
+def test_thinking_rm_quick_smoke():
+    from minirlhf.course.thinking import thinking_rm
+    out = thinking_rm(quick=True, log=lambda line: None)
+    assert out["train_candidates"] == 160 and set(out["outcome"]) == {"1", "2", "4"}
+    assert out["outcome"]["1"] == out["process"]["1"] == out["oracle"]["1"]      # one candidate: nothing to choose
+    assert 0.0 <= out["process_auc"] <= 1.0

@@ -14,20 +14,26 @@ length) then decides where thinking pays. Measured here:
   reward cannot;
 - faithfulness: the step checker on every greedy scratchpad: right answers with a wrong step, final answers that
   differ from what the steps imply.
+
+Experiment `thinking-rm` (`thinking_rm`): process vs outcome verifiers trained on the step checker's labels, as
+best-of-N rerankers of hot scratchpads.
 """
 from __future__ import annotations
 
 import time
 
 import torch
+import torch.nn.functional as F
 
 from .. import zoo
 from ..generation import generate, left_pad
 from ..grpo import GRPOConfig, train_grpo
+from ..reward import RewardModel, encode_responses
 from ..rft import RFTConfig, train_rft
+from ..sampling import sample
 from ..tasks import long_arithmetic as task
 from ..tokenizer import TOKENIZER
-from ..train import sft
+from ..train import make_optimizer, optimizer_step, sft
 from ..utils import seed_everything
 from .recipes import THINK_GRPO, THINK_SAMPLING
 
@@ -245,3 +251,120 @@ def _rounded(value):
     if isinstance(value, (list, tuple)):
         return [_rounded(v) for v in value]
     return value
+
+
+# ---------------------------------------------------------------- process vs outcome reward models (best-of-N)
+def verifier_targets(prompts: list[str], responses: list[str], process: bool):
+    """Rows "BOS prompt response EOS" (right-padded) and where a verifier is trained: tokens (B, T), mask (B, T),
+    where (B, T) bool and labels (B, T) float. The outcome label (is the final answer right) sits on EOS; a process
+    verifier also gets each step's label (task.check_steps) on the step's last character."""
+    tokens, mask = encode_responses(prompts, responses)
+    where, labels = torch.zeros_like(mask), torch.zeros(tokens.shape)
+    for b, (p, r) in enumerate(zip(prompts, responses)):
+        start = 1 + len(p)                              # BOS, then the prompt's characters
+        points = [(start + len(r), task.verify(p, r))]
+        if process:
+            points += [(start + end, ok) for end, ok in zip(task.step_ends(r), task.check_steps(p, r))]
+        for t, label in points:
+            where[b, t], labels[b, t] = True, float(label)
+    return tokens, mask, where, labels
+
+
+def train_verifier(policy, prompts: list[str], responses: list[str], process: bool, steps: int = 300,
+                   batch_size: int = 32, lr: float = 1e-4, seed: int = 0) -> RewardModel:
+    """A verifier with policy's trunk and a fresh scalar head: binary cross-entropy of the head's logit against each
+    label of verifier_targets (outcome only, or every step and the outcome), on random batches."""
+    rm = RewardModel.from_policy(policy)
+    tokens, mask, where, labels = verifier_targets(prompts, responses, process)
+    optimizer = make_optimizer(rm, lr)
+    generator = torch.Generator().manual_seed(seed)
+    rm.train()
+    for step in range(steps):
+        idx = torch.randint(len(prompts), (batch_size,), generator=generator)
+        logits = rm.head(rm.gpt.hidden_states(tokens[idx], mask[idx]))             # (B, T)
+        loss = F.binary_cross_entropy_with_logits(logits[where[idx]], labels[idx][where[idx]])
+        optimizer_step(rm, optimizer, loss, step=step, grad_clip=1.0, what="verifier loss")
+    rm.eval()
+    return rm
+
+
+@torch.no_grad()
+def verifier_scores(rm: RewardModel, prompts: list[str], responses: list[str], process: bool) -> torch.Tensor:
+    """(N,) the log-probability the verifier gives the response of being right: log sigma at EOS for an outcome
+    verifier; for a process one the sum over the steps and EOS (the product of the step probabilities, as in
+    Lightman et al. 2023)."""
+    tokens, mask, where, _ = verifier_targets(prompts, responses, process)
+    logits = rm.head(rm.gpt.hidden_states(tokens, mask))
+    return (F.logsigmoid(logits) * where).sum(1)
+
+
+def auc(scores: torch.Tensor, right: torch.Tensor) -> float:
+    """The chance that a right candidate outscores a wrong one (ties count half): 0.5 is a verifier that knows
+    nothing, 1.0 a perfect ranking. scores (N,), right (N,) bool."""
+    gt = (scores[right][:, None] > scores[~right][None, :]).float()
+    eq = (scores[right][:, None] == scores[~right][None, :]).float()
+    return float((gt + 0.5 * eq).mean())
+
+
+def best_of_n(prompts: list[str], candidates: list[list[str]], scores: torch.Tensor, ns) -> dict:
+    """Accuracy of the best of the first n candidates by score, for each n; scores (P * K,) in candidates' order."""
+    K = len(candidates[0])
+    table = scores.view(len(prompts), K)
+    return {str(n): sum(task.verify(p, c[int(table[i, :n].argmax())]) for i, (p, c) in enumerate(zip(prompts, candidates)))
+            / len(prompts) for n in ns}
+
+
+def majority_and_oracle(prompts: list[str], candidates: list[list[str]], ns) -> dict:
+    """Per n: maj@n (the most frequent final answer among the first n, the first one on a tie) and pass@n (any
+    right: what a perfect verifier would pick)."""
+    out = {"majority": {}, "oracle": {}}
+    for n in ns:
+        majority = oracle = 0
+        for p, c in zip(prompts, candidates):
+            answers = [task.final_answer(r) for r in c[:n]]
+            vote = max(dict.fromkeys(answers), key=answers.count)
+            majority += task.verify(p, vote)
+            oracle += any(task.verify(p, r) for r in c[:n])
+        out["majority"][str(n)], out["oracle"][str(n)] = majority / len(prompts), oracle / len(prompts)
+    return out
+
+
+def thinking_rm(quick: bool = False, temperature: float = 1.5, log=print) -> dict:
+    """Process vs outcome verifiers as best-of-N rerankers. Candidates: think-sft made to think, sampled at
+    `temperature` (hot, so that a quarter of them go wrong) on hard sums; the verifiers (trunk from think-sft) learn
+    from 4 candidates on each of 600 training problems, the outcome one from the final answers' labels, the process
+    one also from every step's label (task.check_steps); both rerank 16 candidates on 100 held-out hard problems."""
+    seed_everything(0, threads=1)
+    policy = zoo.load(START)
+    n_train, n_test, K = (40, 10, 4) if quick else (600, 100, 16)
+    ns = [n for n in (1, 2, 4, 8, 16) if n <= K]
+
+    def candidates(prompts: list[str], k: int, seed: int) -> list[list[str]]:
+        rows = sample(policy, [p + task.THINK_OPEN for p in prompts for _ in range(k)],
+                      max_new_tokens=task.MAX_RESPONSE_TOKENS - 1, seed=seed, temperature=temperature)
+        texts = [task.THINK_OPEN + s.response for s in rows]
+        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+    train_prompts, test_prompts = task.prompts(n_train, seed=20, digits=4), task.prompts(n_test, seed=4, digits=4)
+    train = candidates(train_prompts, 4, seed=20)
+    flat_p = [p for p, c in zip(train_prompts, train) for _ in c]
+    flat_r = [r for c in train for r in c]
+    test = candidates(test_prompts, K, seed=21)
+    test_p = [p for p, c in zip(test_prompts, test) for _ in c]
+    test_r = [r for c in test for r in c]
+    out = {"command": "python -m minirlhf experiments thinking-rm" + " --quick" * quick, "temperature": temperature,
+           "train_candidates": len(flat_r), "test_problems": n_test, "candidates_per_problem": K,
+           "train_right": sum(task.verify(p, r) for p, r in zip(flat_p, flat_r)) / len(flat_r),
+           "train_right_wrong_step": sum(task.verify(p, r) and not task.steps_right(p, r)
+                                         for p, r in zip(flat_p, flat_r)) / len(flat_r),
+           **majority_and_oracle(test_prompts, test, ns)}
+    for name, process in (("outcome", False), ("process", True)):
+        rm = train_verifier(policy, flat_p, flat_r, process, steps=20 if quick else 300)
+        scores = verifier_scores(rm, test_p, test_r, process)
+        out[name] = best_of_n(test_prompts, test, scores, ns)
+        out[f"{name}_auc"] = auc(scores, torch.tensor([task.verify(p, r) for p, r in zip(test_p, test_r)]))
+        picked = [c[int(s.argmax())] for c, s in zip(test, scores.view(n_test, K))]
+        right = [(p, r) for p, r in zip(test_prompts, picked) if task.verify(p, r)]
+        out[f"{name}_picked_right_wrong_step"] = sum(not task.steps_right(p, r) for p, r in right) / max(1, len(right))
+        log(f"{name} verifier: AUC {out[f'{name}_auc']:.3f}, best-of-{K} accuracy {out[name][str(K)]:.3f}")
+    return _rounded(out)

@@ -126,6 +126,14 @@ def written_steps(response: str) -> list[str]:
     return inside.split()
 
 
+def step_ends(response: str) -> list[int]:
+    """The index in the response of each written step's last character: "<3+7=10 1+7+1=9 >90" -> [6, 14]."""
+    if not thinks(response):
+        return []
+    inside = response[len(THINK_OPEN):].split(THINK_CLOSE, 1)[0]
+    return [len(THINK_OPEN) + m.end() - 1 for m in re.finditer(r"\S+", inside)]
+
+
 def true_steps(prompt: str) -> list[str]:
     """The right steps for the prompt's sum."""
     return written_steps(scratchpad(parse_prompt(prompt)))
