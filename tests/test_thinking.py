@@ -97,12 +97,12 @@ def test_thinking_experiment_quick_smoke():
     out = thinking(quick=True, log=lambda line: None)
     assert set(out["gap"]) == {"think-base", "think-sft"} and out["held_out_per_bucket"] == {"easy": 10, "medium": 10,
                                                                                             "hard": 10}
-    assert [r["method"] for r in out["runs"]] == ["GRPO", "RFT", "distill", "GRPO + length cost"]
-    grpo, rft, distill, priced = out["runs"]
+    assert [r["method"] for r in out["runs"]] == ["GRPO", "RFT", "distill", "GRPO + length cost", "GRPO + KL"]
+    grpo, rft, distill, priced, kl = out["runs"]
     assert len(grpo["reward"]) == 2 and len(grpo["by_bucket"]["hard"]["thinks"]) == 2
     assert grpo["samples_seen"] == rft["samples_seen"] and distill["n_examples"] == sum(rft["kept"])
     assert set(out["sweep"]) == {"GRPO", "RFT", "distill"} and priced["lr"] == out["chosen_lr"]["GRPO"]
-    assert set(out["summary"]) == {"GRPO", "RFT", "distill", "GRPO + length cost"}
+    assert set(out["summary"]) == {"GRPO", "RFT", "distill", "GRPO + length cost", "GRPO + KL"}
 
 
 @pytest.mark.slow

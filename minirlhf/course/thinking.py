@@ -10,8 +10,8 @@ length) then decides where thinking pays. Measured here:
 - at matched samples: rejection-sampling fine-tuning (RFT) on the model's own verified outputs, and distillation
   (SFT on the task's scratchpad demonstrations) with as many examples as RFT kept; each method's learning rate
   chosen on validation problems;
-- GRPO with a price on length (LENGTH_COST per character): what keeps easy answers short, which the outcome-only
-  reward cannot;
+- GRPO with a price on length (LENGTH_COST per character), and GRPO with a KL penalty to the start (KL_BETA):
+  does either keep easy answers short, which the outcome-only reward does not?
 - faithfulness: the step checker on every greedy scratchpad: right answers with a wrong step, final answers that
   differ from what the steps imply.
 
@@ -41,6 +41,7 @@ START = "think-sft"
 MODES = ("free", "think", "direct")
 LEARNING_RATES = (1e-4, 3e-4)       # swept for GRPO and RFT on seed 0, chosen on validation problems
 LENGTH_COST = 0.005                  # per character: a right 4-digit scratchpad still earns about 0.82
+KL_BETA = 0.2                        # k3 KL to think-sft in the loss: 5 times DeepSeekMath's 0.04, a strong pull back
 DISTILL_BATCH = 32
 
 
@@ -130,9 +131,10 @@ def final_measures(model, prompts: list[str]) -> dict:
 
 
 def run(spec: dict) -> dict:
-    """One run from START: spec = {method ("GRPO", "GRPO + length cost", "RFT" or "distill"), seed, steps, lr,
-    quick, and for distill n_examples}. GRPO and RFT draw the same samples per step (prompts_per_step x
-    num_generations); "GRPO + length cost" is GRPO on task.make_reward(LENGTH_COST); distill is SFT on n_examples
+    """One run from START: spec = {method ("GRPO", "GRPO + length cost", "GRPO + KL", "RFT" or "distill"), seed,
+    steps, lr, quick, and for distill n_examples}. GRPO and RFT draw the same samples per step (prompts_per_step x
+    num_generations); "GRPO + length cost" is GRPO on task.make_reward(LENGTH_COST), "GRPO + KL" GRPO with beta
+    KL_BETA (the reference: START); distill is SFT on n_examples
     scratchpad demonstrations of fresh problems. Returns per-step curves, greedy evaluations per bucket along the
     run, the hard validation accuracy, the final measures and the time taken."""
     seed_everything(spec["seed"], threads=1)
@@ -157,8 +159,8 @@ def run(spec: dict) -> dict:
         every = THINK_SAMPLING["prompts_per_step"] * THINK_SAMPLING["num_generations"]   # keep every sample
         shared = dict(steps=spec["steps"], seed=spec["seed"], n_samples=every, **THINK_SAMPLING)
         if method.startswith("GRPO"):
-            config = GRPOConfig(**{**THINK_GRPO, **shared, "lr": spec["lr"]})
-            reward = task.reward if method == "GRPO" else task.make_reward(LENGTH_COST)
+            config = GRPOConfig(**{**THINK_GRPO, **shared, "lr": spec["lr"], "beta": KL_BETA if method == "GRPO + KL" else 0.0})
+            reward = task.make_reward(LENGTH_COST) if method == "GRPO + length cost" else task.reward
             _, history = train_grpo(policy, task.prompts, reward, config,
                                     eval_fn=evaluate, eval_every=eval_every)
             out.update(completion_length=history["completion_length"], entropy=history["entropy"],
@@ -198,7 +200,7 @@ def summary(runs: list[dict]) -> dict:
 
 
 def thinking(steps: int = THINK_GRPO["steps"], seeds=(0, 1, 2), quick: bool = False, log=print) -> dict:
-    """The experiment (one process, one thread; about 6 minutes on a shared 2-core machine); see the module
+    """The experiment (one process, one thread; about 6 minutes on a shared 2-core machine, 4 alone); see the module
     docstring. Each method's learning rate is chosen from LEARNING_RATES on seed 0 by the greedy accuracy on hard
     validation problems; distillation gets as many demonstrations as RFT (at its chosen rate, same seed) kept."""
     steps, seeds = (2, (0,)) if quick else (steps, seeds)
@@ -206,7 +208,8 @@ def thinking(steps: int = THINK_GRPO["steps"], seeds=(0, 1, 2), quick: bool = Fa
     out = {"command": "python -m minirlhf experiments thinking" + " --quick" * quick, "start": START,
            "held_out_per_bucket": {b: sum(task.difficulty(p) == b for p in test) for b in task.BUCKETS},
            "steps": steps, "seeds": list(seeds), "sampling": THINK_SAMPLING, "grpo": THINK_GRPO,
-           "learning_rates": list(LEARNING_RATES), "length_cost": LENGTH_COST, "distill_batch_size": DISTILL_BATCH,
+           "learning_rates": list(LEARNING_RATES), "length_cost": LENGTH_COST, "kl_beta": KL_BETA,
+           "distill_batch_size": DISTILL_BATCH,
            "threads": 1}
     for name in ("think-base", START):
         seed_everything(0, threads=1)
@@ -232,11 +235,11 @@ def thinking(steps: int = THINK_GRPO["steps"], seeds=(0, 1, 2), quick: bool = Fa
     rft = choose("RFT", [go("RFT", first, lr) for lr in LEARNING_RATES])
     distill = choose("distill", [go("distill", first, lr, n_examples=sum(rft["kept"])) for lr in LEARNING_RATES])
     out["chosen_lr"] = {"GRPO": grpo["lr"], "RFT": rft["lr"], "distill": distill["lr"]}
-    runs = [grpo, rft, distill, go("GRPO + length cost", first, grpo["lr"])]
+    runs = [grpo, rft, distill, go("GRPO + length cost", first, grpo["lr"]), go("GRPO + KL", first, grpo["lr"])]
     for seed in seeds[1:]:
         runs += [go("GRPO", seed, grpo["lr"]), go("RFT", seed, rft["lr"])]
         runs += [go("distill", seed, distill["lr"], n_examples=sum(runs[-1]["kept"])),
-                 go("GRPO + length cost", seed, grpo["lr"])]
+                 go("GRPO + length cost", seed, grpo["lr"]), go("GRPO + KL", seed, grpo["lr"])]
     out["runs"] = runs
     out["summary"] = summary(runs)
     return _rounded(out)
