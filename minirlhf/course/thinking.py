@@ -39,7 +39,7 @@ from .recipes import THINK_GRPO, THINK_SAMPLING
 
 START = "think-sft"
 MODES = ("free", "think", "direct")
-LEARNING_RATES = (1e-4, 3e-4)       # swept for GRPO and RFT on seed 0, chosen on validation problems
+LEARNING_RATES = (1e-4, 3e-4)       # swept per method (GRPO, RFT, distillation) on seed 0, chosen on validation
 LENGTH_COST = 0.005                  # per character: a right 4-digit scratchpad still earns about 0.82
 KL_BETA = 0.2                        # k3 KL to think-sft in the loss: 5 times DeepSeekMath's 0.04, a strong pull back
 DISTILL_BATCH = 32
@@ -49,7 +49,8 @@ DISTILL_BATCH = 32
 def greedy_responses(model, prompts: list[str], mode: str = "free",
                      max_new_tokens: int = task.MAX_RESPONSE_TOKENS) -> list[str]:
     """Greedy responses; mode "think" opens the scratchpad for the model (the prompt ends with "<"), "direct"
-    forbids "<" as the first token (its first token is the best other one), "free" lets it choose. A response cut
+    forbids "<" (and an empty answer) as the first token: its first token is the best other one; "free" lets it
+    choose. A response cut
     at max_new_tokens has no answer the verifier accepts (a scratchpad without ">", or a run of 40 digits)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
