@@ -3,8 +3,8 @@
 The package in layers. Data flows one way: a module imports only from the layers above it in this list,
 never from one below (tests/test_layers.py checks it).
 
-1. tasks + tokenizer: tokenizer, utils, data, tasks/ (reviews, arithmetic; one interface `tasks.Task`),
-   preferences (Bradley-Terry labels from the hidden gold human), calculator (the tool a model can call)
+1. tasks + tokenizer: tokenizer, utils, data, tasks/ (reviews, arithmetic, long_arithmetic, ...; one interface
+   `tasks.Task`), preferences (Bradley-Terry labels from the hidden gold human), calculator (the tool a model can call)
 2. model: model (the GPT, its KV cache, a scalar head)
 3. building blocks: logprobs (log pi of responses, KL estimators), losses, advantages (GAE, baselines)
 4. sampling: generation (token ids), sampling (texts, labelled pairs, scored rollouts), tools (sampling

@@ -17,6 +17,9 @@
                                                       # (6 min measured with the 2 cores shared)
     python -m minirlhf experiments grpo-length        # GRPO vs Dr. GRPO on a step-by-step format: length bias
                                                       # (20 min measured with the 2 cores shared, ~5 alone)
+    python -m minirlhf experiments thinking           # learning to think: GRPO, RFT and distillation on long
+                                                      # sums, 3 seeds, one process (see course/thinking.py)
+    python -m minirlhf experiments thinking-rm        # process vs outcome verifiers as best-of-N rerankers
 
 Each result file records the command, the settings and every measured number, so a notebook can plot it
 and a reader can re-run it (same machine and thread count -> the same numbers).
@@ -54,6 +57,7 @@ from ..train import sft
 from ..utils import seed_everything
 from ..zoo import RESULTS_DIR, atomic_write_bytes
 from .rlvr import rlvr
+from .thinking import thinking, thinking_rm
 from .recipes import SUPPORT_LEARNER, SUPPORT_PENALTY, SUPPORT_PPO, TOOL_GRPO, run_recipe, tool_grpo
 
 
@@ -844,6 +848,8 @@ EXPERIMENTS["grpo-length"] = grpo_length
 EXPERIMENTS["rm-learners"] = rm_learners
 EXPERIMENTS["capstone"] = capstone_lab
 EXPERIMENTS["rlvr"] = rlvr
+EXPERIMENTS["thinking"] = thinking
+EXPERIMENTS["thinking-rm"] = thinking_rm
 
 
 def main(argv=None) -> int:

@@ -34,10 +34,10 @@ from ..preferences import DEFAULT_TEMPERATURE
 from ..reward import RewardModel, encode_responses, evaluate_reward_model, normalize_, train_reward_model
 from ..rl import rl_history_for_meta
 from ..sampling import sample_preference_pairs
-from ..tasks import arithmetic, reviews, support, tool_arithmetic
+from ..tasks import arithmetic, long_arithmetic, reviews, support, tool_arithmetic
 from ..tokenizer import TOKENIZER
 from ..train import pretrain, sft
-from ..utils import seed_everything
+from ..utils import DEFAULT_THREADS, seed_everything
 from ..zoo import (ZOO_DIR, CheckpointError, atomic_write_bytes, load_entry, read_manifest, save_checkpoint,
                    save_pairs, write_manifest)
 
@@ -61,6 +61,7 @@ class Recipe:
     parent: str | None = None
     needs: tuple[str, ...] = ()
     seed: int = 0
+    threads: int = DEFAULT_THREADS     # torch's thread count while building: a rebuild must use the same
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -97,6 +98,35 @@ def _sft_tool_arithmetic(model, inputs, steps=1500, lr=3e-3, n_pairs=20000):
     steps at lr 3e-3 (after 400 most calls still had a wrong digit)."""
     return sft(model, tool_arithmetic.sft_dataset(n_pairs, seed=2), steps=steps, lr=lr, seed=2, warmup=20,
                tool_output=True)
+
+
+def _sft_think_base(model, inputs, steps=3000, lr=3e-3, n_pairs=50000):
+    """Long sums answered both ways, half of them worked out column by column: the skill of thinking, learned as a
+    base model learns it from worked examples in its pretraining text. SFT's loss (the answer only) at batch 64."""
+    return sft(model, long_arithmetic.sft_dataset(n_pairs, seed=1, think_share=0.5), steps=steps, lr=lr, seed=1,
+               batch_size=64, warmup=50)
+
+
+def _sft_think(model, inputs, steps=200, lr=1e-3, n_pairs=20000):
+    """think-base fine-tuned on demonstrations of which 15% think (long_arithmetic.THINK_SHARE), whatever the size:
+    the habit of answering directly, which RL must learn to break where it does not pay."""
+    return sft(model, long_arithmetic.sft_dataset(n_pairs, seed=2), steps=steps, lr=lr, seed=2, batch_size=64,
+               warmup=20)
+
+
+# Notebook 19's GRPO: the samples per step shared with its baselines (course.thinking); the token mean ("dapo"):
+# every token weighs the same whatever the length of its response, so a rise in length is not an artefact of the
+# aggregation (the per-sequence mean "grpo" pushes wrong answers longer, notebook 15).
+THINK_SAMPLING = dict(prompts_per_step=16, num_generations=8, max_completion_length=long_arithmetic.MAX_RESPONSE_TOKENS)
+# lr 1e-4: the `thinking` experiment's choice of (1e-4, 3e-4) on validation problems.
+THINK_GRPO = dict(loss_type="dapo", scale_rewards="group", lr=1e-4, steps=60)
+
+
+def _grpo_think(policy, inputs, **overrides):
+    """GRPO from think-sft on long_arithmetic's exact outcome-only verifier (THINK_GRPO, seed 0)."""
+    config = GRPOConfig(**{**THINK_SAMPLING, **THINK_GRPO, "seed": 0, **overrides})
+    _, history = train_grpo(policy, long_arithmetic.prompts, long_arithmetic.reward, config)
+    return history
 
 
 def _sample_reviews_pairs(policy, inputs, n_train=4000, n_test=1000, temperature=DEFAULT_TEMPERATURE):
@@ -239,6 +269,9 @@ REVIEWS_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=160, d_mod
 ARITHMETIC_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=32, d_model=96, n_layers=3, n_heads=4)
 # A call and its output make responses up to 24 tokens (with EOS) after a 13-token prompt: past 32 positions.
 TOOL_CONFIG = {**ARITHMETIC_CONFIG, "context_length": 64}
+# Notebook 19's entries are built with one thread (they were made on a shared machine): `--check` uses it too.
+# A 4-digit sum's prompt (17 tokens with BOS) and its longest scratchpad (42 with EOS) fit in 64.
+THINK_CONFIG = dict(vocab_size=TOKENIZER.vocab_size, context_length=64, d_model=64, n_layers=3, n_heads=4)
 # A support prompt and reply reach 163 tokens: reviews-base's 160 positions, stretched.
 SUPPORT_CONFIG = {**REVIEWS_CONFIG, "context_length": 192}
 
@@ -271,6 +304,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("arithmetic-tool-grpo", "arithmetic-tool-sft fine-tuned with GRPO and the calculator, reward correct - "
            "0.05 * calls, the tool's output masked (recipes.TOOL_GRPO)", TOOL_CONFIG, _tool_grpo_arithmetic,
            parent="arithmetic-tool-sft"),
+    Recipe("think-base", "tiny GPT trained on long sums (1-4 digits) answered both ways, half of them worked out "
+           "column by column", THINK_CONFIG, _sft_think_base, seed=1, threads=1),
+    Recipe("think-sft", "think-base fine-tuned on demonstrations of which 15% think out loud: the starting policy of "
+           "notebook 19", THINK_CONFIG, _sft_think, parent="think-base", seed=2, threads=1),
+    Recipe("think-grpo", "think-sft fine-tuned with GRPO on the exact outcome-only verifier (course.thinking.GRPO)",
+           THINK_CONFIG, _grpo_think, parent="think-sft", threads=1),
     Recipe("support-sft", "reviews-base, its context extended to 192, fine-tuned on 2,000 customer-service expert "
            "demonstrations", SUPPORT_CONFIG, _sft_support, parent="reviews-base", seed=1),
     Recipe("support-ratings", "1-5 stars from simulated users on support-sft's replies (1,000 training users, 250 "
@@ -323,7 +362,7 @@ def run_recipe(name: str, inputs: dict | None = None, recipes: dict[str, Recipe]
         if dep not in inputs:
             inputs[dep] = load_entry(dep)
     parent = inputs.get(r.parent)
-    seed_everything(r.seed)   # after loading: building a model draws random numbers (its init)
+    seed_everything(r.seed, threads=r.threads)   # after loading: building a model draws random numbers (its init)
     if r.kind == "pairs":
         return r.train(parent, inputs, **overrides), {}
     if r.kind == "reward":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
-from . import arithmetic, reviews, support, tool_arithmetic
+from . import arithmetic, long_arithmetic, reviews, support, tool_arithmetic
 
 
 @runtime_checkable
@@ -31,7 +31,7 @@ class Task(Protocol):
 
 
 TASKS: dict[str, ModuleType] = {"reviews": reviews, "arithmetic": arithmetic, "tool_arithmetic": tool_arithmetic,
-                               "support": support}
+                               "support": support, "long_arithmetic": long_arithmetic}
 
 
 def get_task(name: str) -> ModuleType:
