@@ -126,6 +126,17 @@ def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 
 
+def verifier_loss(logits: torch.Tensor, where: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A verifier's loss (an outcome or a process reward model): binary cross-entropy at the labelled positions.
+
+        L = -(1/|W|) sum_{(b,t) in W} [y_bt log sigma(z_bt) + (1 - y_bt) log sigma(-z_bt)],   W = {where = True}
+
+    logits z (B, T) from the scalar head at every position; where (B, T) bool marks the positions that carry a label
+    (the EOS for the outcome; each step's last token too for a process verifier, Lightman et al. 2023); labels y
+    (B, T) float in [0, 1]. log sigma is computed stably (F.logsigmoid), so logits of +-100 give a finite loss."""
+    return F.binary_cross_entropy_with_logits(logits[where], labels[where])
+
+
 def clipped_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                       epsilon: float = 0.2, epsilon_high: float | None = None) -> torch.Tensor:
     """Per-token clipped surrogate objective (to MAXIMISE), the term inside PPO's and GRPO's mean.

@@ -43,3 +43,39 @@ def test_rft_loss_check(capsys):
         (detached, "gradient"),
         (python_float, "tensor"),
     ], capsys)
+
+
+def right_verifier_loss(logits, where, labels):              # written differently: logsigmoid by hand
+    z, y = logits[where], labels[where]
+    return -(y * torch.nn.functional.logsigmoid(z) + (1 - y) * torch.nn.functional.logsigmoid(-z)).sum() / z.numel()
+
+
+def test_verifier_loss_check(capsys):
+    def naive(z, w, y):                                        # log(sigmoid) overflows at the confident logits
+        p = torch.sigmoid(z[w])
+        return -(y[w] * torch.log(p) + (1 - y[w]) * torch.log(1 - p)).mean()
+
+    def every_position(z, w, y):
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, y)
+
+    def per_row(z, w, y):
+        per = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none") * w
+        return (per.sum(1) / w.sum(1)).mean()
+
+    def swapped(z, w, y):
+        return right_verifier_loss(z, w, 1 - y)
+
+    def detached(z, w, y):
+        return right_verifier_loss(z.detach(), w, y)
+
+    def python_float(z, w, y):
+        return right_verifier_loss(z, w, y).item()
+
+    assert_check_behaves(ex.check_verifier_loss, [right_verifier_loss], [
+        (naive, "logsigmoid"),
+        (every_position, "labelled positions only"),
+        (per_row, "per row"),
+        (swapped, "swapped"),
+        (detached, "gradient"),
+        (python_float, "tensor"),
+    ], capsys)

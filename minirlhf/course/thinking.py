@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .. import zoo
 from ..generation import generate, left_pad
 from ..grpo import GRPOConfig, train_grpo
+from ..losses import verifier_loss
 from ..reward import RewardModel, encode_responses
 from ..rft import RFTConfig, train_rft
 from ..sampling import sample
@@ -276,8 +277,8 @@ def verifier_targets(prompts: list[str], responses: list[str], process: bool):
 
 def train_verifier(policy, prompts: list[str], responses: list[str], process: bool, steps: int = 300,
                    batch_size: int = 32, lr: float = 1e-4, seed: int = 0) -> RewardModel:
-    """A verifier with policy's trunk and a fresh scalar head: binary cross-entropy of the head's logit against each
-    label of verifier_targets (outcome only, or every step and the outcome), on random batches."""
+    """A verifier with policy's trunk and a fresh scalar head: losses.verifier_loss (binary cross-entropy of the head's
+    logit against each label of verifier_targets: outcome only, or every step and the outcome), on random batches."""
     rm = RewardModel.from_policy(policy)
     tokens, mask, where, labels = verifier_targets(prompts, responses, process)
     optimizer = make_optimizer(rm, lr)
@@ -286,7 +287,7 @@ def train_verifier(policy, prompts: list[str], responses: list[str], process: bo
     for step in range(steps):
         idx = torch.randint(len(prompts), (batch_size,), generator=generator)
         logits = rm.head(rm.gpt.hidden_states(tokens[idx], mask[idx]))             # (B, T)
-        loss = F.binary_cross_entropy_with_logits(logits[where[idx]], labels[idx][where[idx]])
+        loss = verifier_loss(logits, where[idx], labels[idx])
         optimizer_step(rm, optimizer, loss, step=step, grad_clip=1.0, what="verifier loss")
     rm.eval()
     return rm

@@ -17,7 +17,7 @@ from .part4_dpo import check_dpo_loss, check_ipo_loss
 from .part4_rlaif import check_judge_gold_agreement, check_swap_averaged
 from .part4_grpo import check_group_advantages, check_loss_aggregation
 from .part4_tools import check_calculate, check_tool_loss_mask
-from .part4_thinking import check_rft_loss
+from .part4_thinking import check_rft_loss, check_verifier_loss
 from .part4_capstone import check_normalize_per_user, check_rating_pairs_loss
 from .part4_scaling import check_zero_memory
 
@@ -29,7 +29,7 @@ __all__ = ["ExerciseError", "exercise_summary", "run_check",
            "check_sequence_logprobs", "check_leave_one_out_baseline", "check_ppo_clip_loss", "check_gae",
            "check_kl_penalty_rewards", "check_ppo_update", "check_fit_gao", "check_gold_order_agreement",
            "check_group_advantages", "check_loss_aggregation", "check_tool_loss_mask", "check_calculate", "check_zero_memory",
-           "check_rft_loss",
+           "check_rft_loss", "check_verifier_loss",
            "check_normalize_per_user", "check_rating_pairs_loss",
            "check_dpo_loss", "check_ipo_loss",
            "check_swap_averaged", "check_judge_gold_agreement"]

@@ -1,4 +1,5 @@
-"""Checks of notebook 19's exercises (learning to think: rejection-sampling fine-tuning's loss)."""
+"""Checks of notebook 19's exercises (learning to think: rejection-sampling fine-tuning's loss, a process verifier's
+loss)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..losses import next_token_loss, sft_loss_mask
+from ..losses import next_token_loss, sft_loss_mask, verifier_loss
 from ..tokenizer import BOS_ID, EOS_ID, PAD_ID
 from .engine import run_check, seeded
 
@@ -75,3 +76,46 @@ def check_rft_loss(fn: Callable) -> Callable:
     return run_check("rft_loss", fn, _rft_loss, cases, mistakes, grad_args={0: "logits"},
                      nonfinite_hint="with no verified row there is nothing to average: return 0 (e.g. divide by "
                                     "max(count, 1)), not 0 / 0.")
+
+
+def check_verifier_loss(fn: Callable) -> Callable:
+    """fn(logits (B, T), where (B, T) bool, labels (B, T) float) -> scalar: a process (or outcome) verifier's binary
+    cross-entropy, averaged over the labelled positions only (losses.verifier_loss):
+
+        L = -(1/|W|) sum_{(b,t) in W} [y log sigma(z) + (1 - y) log sigma(-z)],   W = {where = True}
+
+    A process verifier has a label at each step's last token and at EOS, so rows carry different numbers of labels;
+    logits of +-100 (a confident verifier) must give a finite loss and gradient. It feeds the optimiser: gradients
+    with respect to the logits are compared too."""
+    g = seeded(191)
+    B, T = 4, 10
+    where = torch.zeros(B, T, dtype=torch.bool)
+    for b, positions in enumerate(([3, 6, 9], [2, 9], [9], [1, 4, 5, 7, 9])):     # ragged: steps, then EOS
+        where[b, positions] = True
+    labels = (torch.rand(B, T, generator=g) < 0.6).float() * where
+    extreme = torch.randn(B, T, generator=g) * 100
+    cases = [("4 rows with 1 to 5 labels each", (torch.randn(B, T, generator=g) * 2, where, labels)),
+             ("confident logits of about +-100", (extreme, where, labels)),
+             ("only outcome labels (one per row, at EOS)", (torch.randn(B, T, generator=g), where & (torch.arange(T) == 9),
+                                                             labels))]
+
+    def per_row(z, w, y):
+        per = F.binary_cross_entropy_with_logits(z, y, reduction="none") * w
+        return (per.sum(1) / w.sum(1)).mean()
+
+    mistakes = {
+        "average over the labelled positions only: the other positions carry no label (mask them with `where`).":
+            lambda z, w, y: F.binary_cross_entropy_with_logits(z, y),
+        "a mean, not a sum, over the labelled positions.":
+            lambda z, w, y: F.binary_cross_entropy_with_logits(z[w], y[w], reduction="sum"),
+        "one mean over every label of the batch, not a mean per row then over rows (a row with more steps has more "
+        "labels, and each label counts once).": per_row,
+        "the sign: a right step (label 1) must lower the loss as its logit grows; use y log sigma(z) + (1 - y) "
+        "log sigma(-z), with the minus in front.":
+            lambda z, w, y: -F.binary_cross_entropy_with_logits(z[w], y[w]),
+        "the labels are swapped: label 1 means the step is right, and its term is -log sigma(z).":
+            lambda z, w, y: F.binary_cross_entropy_with_logits(z[w], 1 - y[w]),
+    }
+    return run_check("verifier_loss", fn, verifier_loss, cases, mistakes, grad_args={0: "logits"},
+                     nonfinite_hint="log(sigmoid(z)) is log 0 = -inf for z far below 0: use F.logsigmoid(z) and "
+                                    "F.logsigmoid(-z), or F.binary_cross_entropy_with_logits.")
