@@ -20,7 +20,7 @@ import torch
 
 from .data import encode_pairs
 from .logprobs import response_mask, sequence_logprobs, text_logprobs
-from .losses import dpo_logits, dpo_loss, ipo_loss, kto_loss
+from .losses import dpo_loss, ipo_loss, kto_loss
 from .sampling import sample, sample_preference_pairs
 from .tokenizer import TOKENIZER
 from .train import make_optimizer, optimizer_step

@@ -29,7 +29,6 @@ import hashlib
 import html
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -40,7 +39,7 @@ from pathlib import Path
 import torch
 
 from .preferences import DEFAULT_TEMPERATURE, sample_bt_labels
-from .utils import REPO_ROOT
+from .utils import REPO_ROOT, atomic_write_bytes
 
 try:
     import fcntl
@@ -320,24 +319,10 @@ def _replace_keeping_backup(path: Path, records: list[dict]) -> None:
     n = 1
     while backup.exists():                  # an earlier repair's backup is kept too
         backup, n = path.with_name(f"{path.name}.before-repair.{n}"), n + 1
-    _write_atomically(backup, path.read_bytes())
-    _write_atomically(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+    atomic_write_bytes(backup, path.read_bytes())
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
     warnings.warn(f"{path}: renumbered the records whose seq did not increase (two processes wrote at once); "
                   f"no label was lost, and the file as it was is in {backup}", stacklevel=3)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A temporary file in the same folder, fsync'ed, then renamed: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def apply_undos(records: list[dict]) -> list[dict]:

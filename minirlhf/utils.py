@@ -6,6 +6,7 @@ import math
 import numbers
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -108,3 +109,31 @@ def nonfinite_hint(values) -> str:
         return "the likely cause is " + "; ".join(causes) + ": change it and run again"
     lr = next((f" (now {get(n)!r})" for n in ("lr", "learning_rate") if get(n) is not None), "")
     return f"no setting looks extreme: lower the learning rate{lr}, or look for NaN/inf in the inputs"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write data to path so that readers see the old file or the whole new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a data file should be readable like any other
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def round_floats(value, significant: int = 4):
+    """Floats to `significant` digits, in nested dicts, lists and tuples (a results file stays small and readable)."""
+    if isinstance(value, float):
+        return float(f"{value:.{significant}g}")
+    if isinstance(value, dict):
+        return {k: round_floats(v, significant) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [round_floats(v, significant) for v in value]
+    return value

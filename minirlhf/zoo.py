@@ -16,8 +16,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 
 from .model import GPT, GPTConfig
 from .reward import RewardModel
-from .utils import DATA_DIR
+from .utils import DATA_DIR, atomic_write_bytes
 
 ZOO_DIR = DATA_DIR / "zoo"
 RESULTS_DIR = DATA_DIR / "results"
@@ -62,23 +60,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write data to path so that readers see the old file or the whole new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a shipped file should be readable like any other
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_path(path: Path) -> Path:

@@ -97,3 +97,16 @@ def letter_curve(train, config, seed=0):
 def early_and_late(curve, k=3):
     """(mean of the first k values, mean of the last k): where a learning curve starts and ends."""
     return sum(curve[:k]) / k, sum(curve[-k:]) / k
+
+
+def train_tiny_policy(train, config, reward_fn, seed=0) -> dict:
+    """The history of train(policy, [LEARN_PROMPT], reward_fn, config) (train_grpo, train_rft: a verifier-style
+    trainer) from a tiny random policy seeded with `seed`. On one thread, restored afterwards, as letter_curve."""
+    threads = torch.get_num_threads()
+    try:
+        seed_everything(seed, threads=1)
+        policy, _, _ = tiny_models(seed)
+        _, history = train(policy, [LEARN_PROMPT], reward_fn, config)
+    finally:
+        torch.set_num_threads(threads)
+    return history

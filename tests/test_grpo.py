@@ -8,7 +8,7 @@ from minirlhf import grpo
 from minirlhf.grpo import GRPOConfig, dr_grpo_config, group_rollout, merge_groups, rloo_config, train_grpo
 from minirlhf.losses import grpo_loss
 from minirlhf.tokenizer import TOKENIZER
-from helpers import LEARN_PROMPT, early_and_late, tiny_models
+from helpers import early_and_late, tiny_models, train_tiny_policy
 from minirlhf.utils import seed_everything
 
 
@@ -23,14 +23,7 @@ def tiny_grpo(**overrides):
 
 
 def grpo_curve(config, seed=0, reward_fn=letter_share):
-    threads = torch.get_num_threads()
-    try:
-        seed_everything(seed, threads=1)
-        policy, _, _ = tiny_models(seed)
-        _, history = train_grpo(policy, [LEARN_PROMPT], reward_fn, config)
-    finally:
-        torch.set_num_threads(threads)
-    return history
+    return train_tiny_policy(train_grpo, config, reward_fn, seed)
 
 
 @pytest.mark.parametrize("make", [GRPOConfig, dr_grpo_config, rloo_config])

@@ -4,7 +4,7 @@ import torch
 
 from minirlhf.rft import RFTConfig, kept_responses, train_rft
 from minirlhf.utils import seed_everything
-from helpers import LEARN_PROMPT, early_and_late, tiny_models
+from helpers import LEARN_PROMPT, early_and_late, tiny_models, train_tiny_policy
 
 
 def starts_with_a(prompt: str, response: str) -> float:
@@ -14,14 +14,7 @@ def starts_with_a(prompt: str, response: str) -> float:
 
 
 def rft_curve(config, seed=0, reward_fn=starts_with_a):
-    threads = torch.get_num_threads()
-    try:
-        seed_everything(seed, threads=1)
-        policy, _, _ = tiny_models(seed)
-        _, history = train_rft(policy, [LEARN_PROMPT], reward_fn, config)
-    finally:
-        torch.set_num_threads(threads)
-    return history
+    return train_tiny_policy(train_rft, config, reward_fn, seed)
 
 
 def test_kept_responses_keeps_the_right_ones_in_order_each_distinct_pair_once():

@@ -31,7 +31,7 @@ from ..logprobs import response_logprobs
 from ..losses import grpo_loss
 from ..rft import RFTConfig, train_rft
 from ..tasks import arithmetic
-from ..utils import seed_everything
+from ..utils import round_floats, seed_everything
 
 START = "arithmetic-sft-short"
 METHODS = {
@@ -102,18 +102,7 @@ def run(task: dict) -> dict:
     if task.get("final", False):
         out["final"] = final_measures(policy, test, test[:20 if quick else 200], n=16 if quick else 64)
     out["seconds"] = time.perf_counter() - start
-    return _rounded(out)
-
-
-def _rounded(value):
-    """Floats to 4 significant digits, in nested dicts and lists too (the results file stays small)."""
-    if isinstance(value, float):
-        return float(f"{value:.4g}")
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
+    return round_floats(out)
 
 
 def batch_gradient_agreement(model, batches: int = 12, prompts_per_step: int = 16, seed: int = 0) -> dict:
@@ -226,4 +215,4 @@ def rlvr(steps: int = 300, seeds=(0, 1, 2), processes: int = 2, quick: bool = Fa
                         START: pass_at_k_curve(out[START]["counts"], n),
                         **{f"{m}, seed {seeds[0]}": pass_at_k_curve(out["runs"][f"{m}, seed {seeds[0]}"]["final"]["counts"], n)
                            for m in METHODS}}
-    return _rounded(out)
+    return round_floats(out)

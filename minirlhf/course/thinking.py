@@ -35,7 +35,7 @@ from ..sampling import sample
 from ..tasks import long_arithmetic as task
 from ..tokenizer import TOKENIZER
 from ..train import make_optimizer, optimizer_step, sft
-from ..utils import seed_everything
+from ..utils import round_floats, seed_everything
 from .recipes import THINK_GRPO, THINK_SAMPLING
 
 START = "think-sft"
@@ -244,18 +244,7 @@ def thinking(steps: int = THINK_GRPO["steps"], seeds=(0, 1, 2), quick: bool = Fa
                  go("GRPO + length cost", seed, grpo["lr"]), go("GRPO + KL", seed, grpo["lr"])]
     out["runs"] = runs
     out["summary"] = summary(runs)
-    return _rounded(out)
-
-
-def _rounded(value):
-    """Floats to 4 significant digits, in nested dicts, lists and tuples (the results file stays small)."""
-    if isinstance(value, float):
-        return float(f"{value:.4g}")
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
-    return value
+    return round_floats(out)
 
 
 # ---------------------------------------------------------------- process vs outcome reward models (best-of-N)
@@ -372,4 +361,4 @@ def thinking_rm(quick: bool = False, temperature: float = 1.5, log=print) -> dic
         right = [(p, r) for p, r in zip(test_prompts, picked) if task.verify(p, r)]
         out[f"{name}_picked_right_wrong_step"] = sum(not task.steps_right(p, r) for p, r in right) / max(1, len(right))
         log(f"{name} verifier: AUC {out[f'{name}_auc']:.3f}, best-of-{K} accuracy {out[name][str(K)]:.3f}")
-    return _rounded(out)
+    return round_floats(out)
