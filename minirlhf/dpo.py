@@ -35,11 +35,13 @@ class DPOConfig:
 
     beta: the KL-constraint strength of the implicit reward beta log pi/pi_ref (TRL's default 0.1).
     loss_type: "sigmoid" (DPO; with label_smoothing > 0, cDPO), "ipo", or "kto_pair" (KTO on the pairs'
-    two sides: chosen = thumb up, rejected = thumb down; z0 from the batch, see pair_loss).
+    two sides: chosen = thumb up, rejected = thumb down; z0 from the batch, see pair_loss). "kto_pair" is this
+    package's own: TRL had a loss type of that name and removed it in 2024 (its KTO is KTOTrainer, here train_kto).
     label_smoothing: cDPO's assumed label-flip rate eps (TRL now sends this to its "robust" loss; here it
     is Mitchell's cDPO). precompute_ref_log_probs: the reference's log-probs once, before training.
-    rpo_alpha: weight of an SFT term, the per-token NLL of the chosen responses (TRL's RPO, Pang et al. 2024);
-    None for none. Defaults: tuned on reviews-pairs from reviews-sft (see the reviews-dpo recipe).
+    rpo_alpha: weight of an SFT term on the chosen responses (RPO, Pang et al. 2024; TRL's rpo_alpha); None for
+    none. Here the NLL is averaged over each response's tokens, then over the batch's responses; TRL averages over all
+    the batch's tokens together, which weighs long responses more when lengths differ. Defaults: tuned on reviews-pairs from reviews-sft (see the reviews-dpo recipe).
     """
     beta: float = 0.1
     loss_type: str = "sigmoid"
@@ -268,8 +270,9 @@ def train_kto(policy, examples: list[dict], config: DPOConfig | None = None, *, 
     Each step takes config.batch_size random examples, their summed log-probs under the policy (one forward
     pass) and the reference's (computed once, before training), and one clipped AdamW step on losses.kto_loss
     with config.beta. The reference point z0 is the batch's mean log-ratio, detached and clamped >= 0 (the
-    stand-in for TRL's mismatched-pair KL estimate that pair_loss's kto_pair uses too). config.loss_type is not
-    read. Returns per-step lists: loss, kl (z0), rewards/chosen and rewards/rejected (mean beta * log-ratio of
+    stand-in for TRL's estimate, which pairs each prompt with another example's response: the batch's own pairs
+    here, so z0 moves with what the batch holds). config.loss_type is not read, and desirable and undesirable
+    examples weigh the same (TRL's desirable_weight = undesirable_weight = 1). Returns per-step lists: loss, kl (z0), rewards/chosen and rewards/rejected (mean beta * log-ratio of
     the batch's thumbs up and down; NaN when the batch has none), plus "config".
     """
     config = config or DPOConfig()
