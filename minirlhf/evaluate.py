@@ -143,7 +143,8 @@ def majority_accuracy(model, prompt_texts: list[str], reward_fn, k: int, *, max_
         votes: dict[str, int] = {}
         for s in samples[i * k:(i + 1) * k]:
             if s.finished:
-                votes[s.response.strip()] = votes.get(s.response.strip(), 0) + 1
+                answer = s.response.strip()
+                votes[answer] = votes.get(answer, 0) + 1
         if votes:
             winner = max(votes, key=votes.get)         # dicts keep insertion order: ties go to the first sampled
             right += reward_fn(prompt, winner) >= 1.0

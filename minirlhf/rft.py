@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .advantages import zero_std_groups
 from .data import encode_pairs
 from .grpo import RewardFn, group_rollout
 from .model import GPT
@@ -99,12 +100,12 @@ def train_rft(policy: GPT, prompts, reward_fn: RewardFn, config: RFTConfig | Non
         loss = 0.0
         if kept:
             tokens, prompt_lengths = encode_pairs(kept, TOKENIZER)
-            device = next(policy.parameters()).device
+            device = r.generation.tokens.device
             loss = sft_step(policy, optimizer, tokens.to(device), prompt_lengths.to(device), config.grad_clip,
                             step=step)
         metrics = {"reward": float(r.rewards.mean()),
                    "accuracy": float((r.rewards >= config.success_reward).float().mean()),
-                   "frac_reward_zero_std": float((r.rewards.std(-1, correction=0) == 0).float().mean()),
+                   "frac_reward_zero_std": float(zero_std_groups(r.rewards).float().mean()),
                    "kept": len(kept), "loss": loss, "samples_seen": samples_seen,
                    "samples": [{"prompt": p, "response": t, "reward": x}
                                for p, t, x in zip(r.prompts, r.texts, rewards)][:config.n_samples]}

@@ -24,7 +24,7 @@ import time
 import torch
 
 from .. import zoo
-from ..advantages import group_advantages
+from ..advantages import group_advantages, zero_std_groups
 from ..evaluate import arithmetic_accuracy, correct_counts, majority_accuracy, pass_at_k
 from ..grpo import GRPOConfig, group_rollout, train_grpo
 from ..logprobs import response_logprobs
@@ -122,7 +122,7 @@ def batch_gradient_agreement(model, batches: int = 12, prompts_per_step: int = 1
         model.zero_grad(set_to_none=True)
         loss.backward()
         gradients.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-        zero.append(float((r.rewards.std(-1) == 0).float().mean()))
+        zero.append(float(zero_std_groups(r.rewards).float().mean()))
     model.zero_grad(set_to_none=True)
     cosines = [float(torch.nn.functional.cosine_similarity(gradients[i], gradients[j], dim=0))
                for i in range(batches) for j in range(i + 1, batches)]
